@@ -1,0 +1,109 @@
+"""SGD, SAM and ASAM, and the ascent rules that Lookbehind and Multistep reuse.
+
+An *ascent rule* turns the gradient at the current point into the perturbation epsilon:
+
+* SAM  (Foret et al., 2021):  eps = rho * g / (||g|| + 1e-16)
+* ASAM (Kwon et al., 2021):   T = |w| + eta for every parameter whose name contains "weight"
+  (conv, linear and BatchNorm weights; not biases), T = 1 otherwise;
+  eps = rho * T^2 g / (||T g|| + 1e-16), the norm mixing T g for weights and g for the rest.
+
+These are the semantics of the ASAM/Lookbehind reference code (the 1e-16 included).
+"""
+import torch
+
+from .base import Minimizer, check_eta, check_rho, global_norm
+
+
+class SAMAscent:
+    """eps = rho * g / (||g|| + 1e-16)."""
+
+    def __init__(self, rho=0.05):
+        self.rho = check_rho(rho)
+
+    def perturbation(self, names, params, grads, rho=None):
+        """The perturbation for ``params`` (a list aligned with them), on the device."""
+        scale = (self.rho if rho is None else rho) / (global_norm(grads) + 1e-16)
+        return torch._foreach_mul(grads, scale)
+
+
+class ASAMAscent:
+    """eps = rho * T^2 g / (||T g|| + 1e-16) with T = |w| + eta on parameters named '*weight*'."""
+
+    def __init__(self, rho=0.5, eta=0.01):
+        self.rho = check_rho(rho)
+        self.eta = check_eta(eta)
+
+    def perturbation(self, names, params, grads, rho=None):
+        is_weight = ["weight" in n for n in names]
+        w_params = [p for p, w in zip(params, is_weight) if w]
+        w_grads = [g for g, w in zip(grads, is_weight) if w]
+        other_grads = [g for g, w in zip(grads, is_weight) if not w]
+        scale_t = torch._foreach_abs(w_params)
+        torch._foreach_add_(scale_t, self.eta)
+        scaled = list(torch._foreach_mul(w_grads, scale_t))                   # T g
+        scale = (self.rho if rho is None else rho) / (global_norm([*scaled, *other_grads]) + 1e-16)
+        torch._foreach_mul_(scaled, scale_t)                                   # T^2 g
+        torch._foreach_mul_(scaled, scale)
+        w_eps, other_eps = iter(scaled), iter(torch._foreach_mul(other_grads, scale) if other_grads else [])
+        return [next(w_eps) if w else next(other_eps) for w in is_weight]
+
+
+class SGD(Minimizer):
+    """The base optimizer alone behind the minimizer interface (one gradient evaluation)."""
+
+    gradient_evaluations = 1
+
+    def step(self, closure):
+        loss = self._evaluate(closure)
+        self.optimizer.step()
+        self.zero_grad()
+        return loss
+
+
+class SAM(Minimizer):
+    """Sharpness-aware minimization with a pluggable ascent rule (SAM by default, ASAM via ``ASAM``).
+
+    ``step(closure)``: gradient at w, perturb to w + eps, gradient there, restore w exactly, base
+    optimizer step with the perturbed gradient.  Two gradient evaluations.
+
+    The authors' two-call style is available as well::
+
+        loss_fn(model(x), y).backward(); sam.ascent_step()
+        loss_fn(model(x), y).backward(); sam.descent_step()
+    """
+
+    gradient_evaluations = 2
+
+    def __init__(self, model, optimizer, rho=0.05, bn_policy="every", ascent=None):
+        super().__init__(model, optimizer, bn_policy)
+        self.ascent = ascent if ascent is not None else SAMAscent(rho)
+        self.unperturbed_weights = [torch.empty_like(p) for p in self.params]
+
+    def step(self, closure):
+        loss = self._evaluate(closure)
+        self.ascent_step()
+        self._evaluate(closure, bn=self._perturbed_bn())
+        self.descent_step()
+        return loss
+
+    @torch.no_grad()
+    def ascent_step(self):
+        """Move the model to w + eps, computed from the gradients now in ``.grad``; zero them."""
+        _, params, eps = self._perturbation()
+        torch._foreach_copy_(self.unperturbed_weights, self.params)
+        torch._foreach_add_(params, eps)
+        self.zero_grad()
+
+    @torch.no_grad()
+    def descent_step(self):
+        """Restore w and let the base optimizer step with the gradients now in ``.grad``."""
+        torch._foreach_copy_(self.params, self.unperturbed_weights)
+        self.optimizer.step()
+        self.zero_grad()
+
+
+class ASAM(SAM):
+    """Adaptive SAM (Kwon et al., 2021): SAM with the ASAM ascent rule."""
+
+    def __init__(self, model, optimizer, rho=0.5, eta=0.01, bn_policy="every"):
+        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=ASAMAscent(rho, eta))
