@@ -1,0 +1,369 @@
+#!/usr/bin/env python3
+"""Gather the run directories of a sweep into CSVs (seconds, even for thousands of runs).
+
+    python scripts/collect.py runs/kalpha                       # -> results/kalpha/
+    python scripts/collect.py runs/a runs/b --sweep ab --out results/ab
+
+Every directory below the given roots that holds a config.json, summary.json or sweep_status.json
+(written by example_cifar.py and scripts/lib_sweep.sh) is one run.  Writes to --out (default
+results/<sweep>/, sweep = name of the first root):
+
+  runs.csv     one row per run: every setting from config.json, status (completed | diverged |
+               crashed | interrupted | running | incomplete | invalid), exit_code, epochs_completed,
+               final_test_acc, best_test_acc, best_epoch, final_train_loss, wall_seconds, run_dir, problem.
+  grouped.csv  one row per setting (all settings but the seed): n_runs, n_completed, n_diverged,
+               n_failed (crashed/interrupted/running/...), seeds, and for final_test_acc, best_test_acc
+               and wall_seconds the mean, std (sample std, ddof=1; empty for n=1) and n over the
+               completed runs.
+  curves.csv   every epoch of every run's metrics.csv (long format) with the run's settings (a setting
+               named like a metrics column is renamed config_<name>, e.g. config_lr), for the
+               learning-curve figure.
+
+Status: summary.json's status wins ("completed", "diverged"); otherwise the sweep's record
+(sweep_status.json in the run dir, else status.tsv in the sweep dir): exit code 3 = diverged, any other
+non-zero = crashed, a record still saying "running" whose runner is gone = interrupted.  A run with no
+summary and no record is "incomplete".  A directory that cannot be read is reported and listed with
+status "invalid"; it never stops the collection.  Exit status 2 with one line if no run is found.
+"""
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import tempfile
+
+import pandas as pd
+
+RUN_MARKERS = ("config.json", "summary.json", "sweep_status.json")
+# config.json keys that are not settings of the experiment (they may differ between seeds/machines).
+NON_SETTING_KEYS = {
+    "seed", "out", "run_dir", "data_dir", "device", "resume", "command", "git_commit", "versions",
+    "minimizer_hparams", "num_workers", "hostname", "host", "start_time", "timestamp", "log_interval",
+    "progress", "quiet", "verbose", "save_every", "checkpoint_every", "no_plot",
+}
+SUMMARY_FIELDS = ["epochs_completed", "final_test_acc", "best_test_acc", "best_epoch",
+                  "final_train_loss", "wall_seconds"]
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                  "epoch_seconds", "images_per_second"]
+STAT_FIELDS = ["final_test_acc", "best_test_acc", "wall_seconds"]
+# Settings listed first (in this order) in the CSVs; others follow alphabetically.
+LEADING = ["sweep", "dataset", "model", "minimizer", "rho", "k", "alpha", "epochs", "seed"]
+
+
+class UserError(Exception):
+    """An error the user can act on: printed as one line, exit status 2."""
+
+
+def find_run_dirs(roots):
+    found = []
+    for root in roots:
+        if not os.path.isdir(root):
+            raise UserError(f"run root {root!r} is not a directory")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            if any(m in filenames for m in RUN_MARKERS):
+                found.append(dirpath)
+                dirnames[:] = []  # a run dir's subdirectories are not runs
+    return found
+
+
+def read_json(path):
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return data
+
+
+def read_status_tsv(sweep_dir, cache):
+    """Last record per run_name from <sweep_dir>/status.tsv (written by lib_sweep.sh)."""
+    if sweep_dir in cache:
+        return cache[sweep_dir]
+    records = {}
+    path = os.path.join(sweep_dir, "status.tsv")
+    if os.path.isfile(path):
+        try:
+            with open(path, newline="") as f:
+                for row in csv.DictReader(f, delimiter="\t"):
+                    if row.get("run_name"):
+                        records[row["run_name"]] = row
+        except (OSError, csv.Error):
+            pass
+    cache[sweep_dir] = records
+    return records
+
+
+def pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
+
+
+def to_int(x):
+    try:
+        return int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def scalar(v):
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def read_metrics(path):
+    df = pd.read_csv(path)
+    if "epoch" not in df.columns or "test_acc" not in df.columns:
+        raise ValueError("metrics.csv lacks the epoch/test_acc columns")
+    return df
+
+
+def collect_run(run_dir, sweep, tsv_cache):
+    """One row (dict) for one run directory, and the run's metrics DataFrame (or None)."""
+    row = {"sweep": sweep, "run_name": os.path.basename(run_dir.rstrip(os.sep)),
+           "run_dir": os.path.abspath(run_dir)}
+    problems = []
+    config = summary = record = None
+    for name in ("config.json", "summary.json", "sweep_status.json"):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            try:
+                data = read_json(path)
+            except (OSError, ValueError) as e:
+                problems.append(f"unreadable {name}: {e}")
+                continue
+            if name == "config.json":
+                config = data
+            elif name == "summary.json":
+                summary = data
+            else:
+                record = data
+    if record is None:
+        tsv = read_status_tsv(os.path.dirname(os.path.abspath(run_dir)), tsv_cache)
+        if row["run_name"] in tsv:
+            t = tsv[row["run_name"]]
+            record = {"status": t.get("status"), "exit_code": to_int(t.get("exit_code")),
+                      "wall_seconds": t.get("seconds")}
+
+    if config is not None:
+        for key, value in config.items():
+            if scalar(value) and key not in ("sweep", "run_name", "run_dir"):
+                row[key] = value
+    elif summary is not None:
+        problems.append("no config.json (settings taken from summary.json)")
+    else:
+        problems.append("no config.json")
+    if summary is not None:  # the summary repeats the main settings; fill any the config lacks
+        for key in ("dataset", "model", "minimizer", "rho", "k", "alpha", "seed"):
+            if key not in row and scalar(summary.get(key)):
+                row[key] = summary.get(key)
+        for key in SUMMARY_FIELDS:
+            if scalar(summary.get(key)):
+                row[key] = summary.get(key)
+
+    metrics = None
+    metrics_path = os.path.join(run_dir, "metrics.csv")
+    if os.path.isfile(metrics_path):
+        try:
+            metrics = read_metrics(metrics_path)
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            problems.append(f"unreadable metrics.csv: {e}")
+    if metrics is not None and len(metrics):
+        # Fill what the summary does not give (a crashed or running run has no final summary).
+        acc = pd.to_numeric(metrics["test_acc"], errors="coerce")
+        if row.get("epochs_completed") is None:
+            row["epochs_completed"] = int(pd.to_numeric(metrics["epoch"], errors="coerce").max())
+        if row.get("final_test_acc") is None:
+            row["final_test_acc"] = float(acc.iloc[-1])
+        if row.get("best_test_acc") is None and acc.notna().any():
+            row["best_test_acc"] = float(acc.max())
+            row["best_epoch"] = int(metrics.loc[acc.idxmax(), "epoch"])
+        if row.get("final_train_loss") is None and "train_loss" in metrics.columns:
+            row["final_train_loss"] = float(pd.to_numeric(metrics["train_loss"], errors="coerce").iloc[-1])
+
+    # Status.
+    s_status = (summary or {}).get("status")
+    r_status = (record or {}).get("status")
+    exit_code = to_int((record or {}).get("exit_code"))
+    if s_status == "completed":
+        status = "completed"
+    elif s_status == "diverged" or exit_code == 3 or r_status == "diverged":
+        status = "diverged"
+    elif r_status == "running":
+        runner = (record or {}).get("runner_pid")
+        status = "running" if runner is not None and pid_alive(runner) else "interrupted"
+    elif r_status in ("crashed", "interrupted"):
+        status = r_status
+    elif exit_code is not None and exit_code != 0:
+        status = "crashed"
+    elif r_status == "completed":  # the sweep saw exit 0 but no completed summary is there now
+        status = "crashed"
+        problems.append("exit 0 recorded but summary.json is not 'completed'")
+    elif s_status == "running":
+        status = "incomplete"  # the trainer's own summary says running and no sweep record: unknown
+    elif config is None and summary is None:
+        status = "invalid"
+    else:
+        status = "incomplete"
+    row["status"] = status
+    row["exit_code"] = exit_code
+    if row.get("wall_seconds") is None and record is not None:
+        try:
+            row["wall_seconds"] = float(record.get("wall_seconds"))
+        except (TypeError, ValueError):
+            pass
+    row["problem"] = "; ".join(problems)
+    return row, metrics
+
+
+def order_columns(columns, first, last=()):
+    cols = [c for c in first if c in columns]
+    cols += sorted(c for c in columns if c not in cols and c not in last)
+    cols += [c for c in last if c in columns and c not in cols]
+    return cols
+
+
+def setting_columns(runs):
+    """Columns that describe a setting (grouped over seeds)."""
+    skip = set(NON_SETTING_KEYS) | set(SUMMARY_FIELDS) | {
+        "run_name", "run_dir", "status", "exit_code", "problem"}
+    cols = [c for c in runs.columns if c not in skip]
+    return order_columns(cols, LEADING)
+
+
+def _stats(values):
+    v = [float(x) for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    n = len(v)
+    if n == 0:
+        return float("nan"), float("nan"), 0
+    mean = sum(v) / n
+    std = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1)) if n > 1 else float("nan")
+    return mean, std, n
+
+
+def group_runs(runs):
+    keys = setting_columns(runs)
+    rows = []
+    # Group on string forms so that NaN / mixed types never drop or split groups.
+    key_frame = runs[keys].astype(object).where(runs[keys].notna(), None).map(
+        lambda v: "" if v is None else repr(v) if isinstance(v, float) else str(v))
+    for _, idx in key_frame.groupby(keys, sort=False, dropna=False).groups.items():
+        part = runs.loc[idx]
+        out = {k: part[k].iloc[0] for k in keys}
+        status = part["status"]
+        out["n_runs"] = len(part)
+        out["n_completed"] = int((status == "completed").sum())
+        out["n_diverged"] = int((status == "diverged").sum())
+        out["n_failed"] = int(len(part) - out["n_completed"] - out["n_diverged"])
+        if "seed" in part.columns:
+            seeds = sorted(part["seed"].dropna().tolist(), key=lambda s: (str(type(s)), s))
+            out["seeds"] = " ".join(str(int(s)) if isinstance(s, float) and s.is_integer() else str(s)
+                                    for s in seeds)
+        done = part[status == "completed"]
+        for field in STAT_FIELDS:
+            values = done[field].tolist() if field in done.columns else []
+            out[f"{field}_mean"], out[f"{field}_std"], out[f"{field}_n"] = _stats(values)
+        rows.append(out)
+    grouped = pd.DataFrame(rows)
+    return grouped, keys
+
+
+def write_csv_atomic(df, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=directory)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            df.to_csv(f, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def repo_root():
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def collect(roots, sweep, out_dir, quiet=False):
+    run_dirs = find_run_dirs(roots)
+    if not run_dirs:
+        raise UserError(f"no run directories (with config.json / summary.json / sweep_status.json) "
+                        f"under {', '.join(roots)}")
+    rows, curves, tsv_cache = [], [], {}
+    for run_dir in run_dirs:
+        try:
+            row, metrics = collect_run(run_dir, sweep, tsv_cache)
+        except Exception as e:  # never let one bad directory stop the collection
+            row, metrics = {"sweep": sweep, "run_name": os.path.basename(run_dir), "status": "invalid",
+                            "run_dir": os.path.abspath(run_dir), "problem": f"{type(e).__name__}: {e}"}, None
+        rows.append(row)
+        if metrics is not None and len(metrics):
+            curves.append((row, metrics))
+    runs = pd.DataFrame(rows)
+    for field in SUMMARY_FIELDS + ["exit_code", "problem"]:
+        if field not in runs.columns:
+            runs[field] = None
+    runs = runs[order_columns(runs.columns, LEADING + ["status"] + SUMMARY_FIELDS,
+                              last=["exit_code", "run_name", "run_dir", "problem"])]
+    runs = runs.sort_values([c for c in ["dataset", "model", "minimizer", "rho", "k", "alpha", "seed",
+                                         "run_name"] if c in runs.columns],
+                            key=lambda s: s.map(lambda v: (0, v) if isinstance(v, (int, float)) and
+                                                not isinstance(v, bool) else (1, str(v))),
+                            ignore_index=True)
+    grouped, keys = group_runs(runs)
+
+    curve_frames = []
+    curve_keys = [k for k in keys if k in runs.columns] + (["seed"] if "seed" in runs.columns else [])
+    for row, metrics in curves:
+        m = metrics[[c for c in METRIC_COLUMNS if c in metrics.columns]].copy()
+        for key in reversed(["run_name", "status"] + curve_keys):
+            # a setting named like a metric column (lr: initial vs per-epoch) becomes config_<name>
+            m.insert(0, f"config_{key}" if key in m.columns else key, row.get(key))
+        curve_frames.append(m)
+    curves_df = pd.concat(curve_frames, ignore_index=True) if curve_frames else pd.DataFrame(
+        columns=curve_keys + ["status", "run_name"] + METRIC_COLUMNS)
+
+    os.makedirs(out_dir, exist_ok=True)
+    write_csv_atomic(runs, os.path.join(out_dir, "runs.csv"))
+    write_csv_atomic(grouped, os.path.join(out_dir, "grouped.csv"))
+    write_csv_atomic(curves_df, os.path.join(out_dir, "curves.csv"))
+
+    if not quiet:
+        counts = runs["status"].value_counts().to_dict()
+        print(f"collect: {len(runs)} runs ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}) "
+              f"in {len(grouped)} settings -> {out_dir}/{{runs,grouped,curves}}.csv")
+        bad = runs[runs["problem"].fillna("") != ""]
+        for _, r in bad.iterrows():
+            print(f"  problem in {r['run_dir']}: {r['problem']}")
+        for _, r in runs[runs["status"].isin(["crashed", "interrupted", "incomplete", "invalid"])].iterrows():
+            print(f"  {r['status']}: {r['run_dir']}" + (f" (exit {int(r['exit_code'])})"
+                                                         if pd.notna(r["exit_code"]) else ""))
+    return runs, grouped, curves_df
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Gather sweep run directories into runs.csv, grouped.csv (mean/std/n over seeds) "
+                    "and curves.csv.  Takes seconds.",
+        epilog="Example: python scripts/collect.py runs/kalpha  (writes results/kalpha/)")
+    parser.add_argument("roots", nargs="+", help="sweep directories (or any parents of run directories)")
+    parser.add_argument("--sweep", help="sweep name (default: name of the first root)")
+    parser.add_argument("--out", help="output directory (default: <repo>/results/<sweep>)")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    sweep = args.sweep or os.path.basename(os.path.abspath(args.roots[0]).rstrip(os.sep))
+    out = args.out or os.path.join(repo_root(), "results", sweep)
+    try:
+        collect(args.roots, sweep, out, quiet=args.quiet)
+    except UserError as e:
+        print(f"collect.py: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""The paper's figures from the CSVs written by scripts/collect.py (a few seconds each).
+
+    python scripts/figures.py kalpha results/kalpha           # k x alpha heatmaps
+    python scripts/figures.py rho results/rho                 # test accuracy vs rho per minimizer
+    python scripts/figures.py curves results/generalization   # learning curves across minimizers
+
+kalpha  reads grouped.csv; one figure per dataset/model with a heatmap per Lookbehind minimizer:
+        rows k, columns alpha (alpha = -1 shown as "adaptive"), colour and text = mean test accuracy
+        over completed seeds, "± std" and n under it; cells whose runs all diverged are grey.  When
+        the sweep has the plain baseline (SAM for Lookbehind_SAM, ...) its accuracy is in the title.
+rho     reads grouped.csv; one figure per dataset/model, a panel per family (SAM-type, ASAM-type),
+        mean test accuracy vs rho (log axis) with ± std error bars, one line per minimizer.
+curves  reads curves.csv; one figure per dataset/model: test accuracy and train loss per epoch,
+        mean over the completed seeds of each minimizer (band = ± std).
+
+Writes PNG and PDF (--formats) to <results dir>/figures/ (or --out) and prints the paths.
+--metric best|final picks the accuracy for kalpha/rho (default best, as tables.py).
+--where COLUMN=VALUE (repeatable) keeps only matching rows (e.g. --where epochs=200).
+Errors the user can fix print one line and exit 2.
+"""
+import argparse
+import math
+import os
+import sys
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+DATASET_NAMES = {"CIFAR10": "CIFAR-10", "CIFAR100": "CIFAR-100", "CIFAR10_sample": "CIFAR-10 sample"}
+MODEL_NAMES = {"resnet20": "ResNet-20", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
+               "wrn28_2": "WRN-28-2", "wrn28_10": "WRN-28-10", "resnet18": "ResNet-18"}
+ORDER = ["SGD", "SAM", "ASAM", "Multistep_SAM", "Multistep_ASAM", "Lookahead_SGD", "Lookahead_SAM",
+         "Lookahead_ASAM", "Lookbehind_SAM", "Lookbehind_ASAM"]
+COLORS = {"SGD": "#7f7f7f", "SAM": "#1f77b4", "ASAM": "#17becf", "Multistep_SAM": "#2ca02c",
+          "Multistep_ASAM": "#bcbd22", "Lookahead_SAM": "#9467bd", "Lookahead_ASAM": "#e377c2",
+          "Lookahead_SGD": "#8c564b", "Lookbehind_SAM": "#d62728", "Lookbehind_ASAM": "#ff7f0e"}
+
+
+class UserError(Exception):
+    pass
+
+
+def dname(x):
+    return DATASET_NAMES.get(str(x), str(x))
+
+
+def mname(x):
+    return MODEL_NAMES.get(str(x), str(x))
+
+
+def minname(x):
+    return str(x).replace("_", "-")
+
+
+def minimizer_order(names):
+    return [m for m in ORDER if m in names] + sorted(m for m in names if m not in ORDER)
+
+
+def fmt_num(v):
+    v = float(v)
+    return str(int(v)) if v.is_integer() else f"{v:g}"
+
+
+def read_csv(path, need):
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found (run scripts/collect.py first)")
+    df = pd.read_csv(path)
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} lacks columns {', '.join(missing)}")
+    df = df.dropna(subset=["dataset", "model", "minimizer"])  # e.g. unreadable run dirs
+    if df.empty:
+        raise UserError(f"{path} has no rows")
+    return df
+
+
+def apply_where(df, where):
+    for cond in where or []:
+        if "=" not in cond:
+            raise UserError(f"--where {cond!r}: expected COLUMN=VALUE")
+        col, value = cond.split("=", 1)
+        if col not in df.columns:
+            raise UserError(f"--where {cond!r}: no column {col!r}")
+        try:
+            mask = (pd.to_numeric(df[col], errors="coerce") - float(value)).abs() < 1e-12
+        except ValueError:
+            mask = df[col].astype(str) == value
+        df = df[mask]
+    if df.empty:
+        raise UserError("no rows left after --where")
+    return df
+
+
+def epochs_text(df):
+    if "epochs" not in df.columns:
+        return ""
+    ep = sorted(pd.to_numeric(df["epochs"], errors="coerce").dropna().astype(int).unique())
+    return f"{'/'.join(str(e) for e in ep)} epoch{'s' if ep != [1] else ''}" if ep else ""
+
+
+def extra_setting_text(df):
+    """Settings other than the plotted ones that are constant and worth stating (e.g. train_subset)."""
+    parts = []
+    lr_col = "config_lr" if "config_lr" in df.columns else "lr"  # in curves.csv, lr is per epoch
+    for col, label in (("train_subset", "train subset"), ("batch_size", "batch"), (lr_col, "lr")):
+        if col in df.columns:
+            vals = df[col].dropna().unique()
+            if len(vals) == 1 and not (col == "train_subset" and float(vals[0]) <= 0):
+                parts.append(f"{label} {fmt_num(vals[0])}")
+    return ", ".join(parts)
+
+
+def save(fig, out_dir, stem, formats):
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for ext in formats:
+        path = os.path.join(out_dir, f"{stem}.{ext}")
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=f".{ext}", dir=out_dir)
+        os.close(fd)
+        try:
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def metric_cols(metric):
+    return f"{metric}_test_acc_mean", f"{metric}_test_acc_std", f"{metric}_test_acc_n"
+
+
+def metric_label(metric):
+    return "best test accuracy (%)" if metric == "best" else "final test accuracy (%)"
+
+
+def alpha_label(a):
+    return "adaptive" if float(a) == -1 else fmt_num(a)
+
+
+# ---------------------------------------------------------------------------------------- kalpha
+def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=None):
+    mean_c, std_c, n_c = metric_cols(metric)
+    df = read_csv(os.path.join(results, "grouped.csv"),
+                  ["dataset", "model", "minimizer", "k", "alpha", mean_c, std_c, n_c, "n_runs", "n_diverged"])
+    df = apply_where(df, where)
+    lb = df[df["minimizer"].astype(str).str.startswith("Lookbehind")]
+    if lb.empty:
+        raise UserError("no Lookbehind runs in grouped.csv: the k x alpha heatmap needs them")
+    paths = []
+    for (dataset, model), part in lb.groupby(["dataset", "model"], sort=True):
+        minimizers = minimizer_order(sorted(part["minimizer"].unique()))
+        fig, axes = plt.subplots(1, len(minimizers), figsize=(5.2 * len(minimizers), 4.4), squeeze=False)
+        for ax, minimizer in zip(axes[0], minimizers):
+            m = part[part["minimizer"] == minimizer]
+            dup = m.duplicated(["k", "alpha"], keep=False)
+            if dup.any():
+                raise UserError(f"{dataset}/{model}/{minimizer}: several settings per (k, alpha) "
+                                f"(e.g. rho or epochs differ); select one with --where")
+            ks = sorted(m["k"].dropna().unique())
+            alphas = sorted(m["alpha"].dropna().unique(), key=lambda a: (float(a) == -1, float(a)))
+            grid = np.full((len(ks), len(alphas)), np.nan)
+            for _, r in m.iterrows():
+                grid[ks.index(r["k"]), alphas.index(r["alpha"])] = r[mean_c]
+            finite = grid[np.isfinite(grid)]
+            cmap = plt.get_cmap("viridis").with_extremes(bad="#d0d0d0")
+            vmin, vmax = (finite.min(), finite.max()) if finite.size else (0, 1)
+            if vmax - vmin < 1e-9:
+                vmin, vmax = vmin - 0.5, vmax + 0.5
+            im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+            for _, r in m.iterrows():
+                i, j = ks.index(r["k"]), alphas.index(r["alpha"])
+                if math.isnan(r[mean_c]):
+                    text = "diverged" if r["n_diverged"] else "no run"
+                    color = "black"
+                else:
+                    std = "" if math.isnan(r[std_c]) else f"\n± {r[std_c]:.2f}"
+                    text = f"{r[mean_c]:.2f}{std}\nn={int(r[n_c])}"
+                    if r["n_diverged"]:
+                        text += f" ({int(r['n_diverged'])} div.)"
+                    frac = (r[mean_c] - vmin) / (vmax - vmin)
+                    color = "black" if frac > 0.6 else "white"
+                ax.text(j, i, text, ha="center", va="center", fontsize=9, color=color)
+            ax.set_xticks(range(len(alphas)), [alpha_label(a) for a in alphas])
+            ax.set_yticks(range(len(ks)), [fmt_num(k) for k in ks])
+            ax.set_xlabel("α (slow-weights step size)")
+            ax.set_ylabel("k (ascent steps)")
+            title = minname(minimizer)
+            rho = m["rho"].dropna().unique() if "rho" in m.columns else []
+            if len(rho) == 1:
+                title += f", ρ={fmt_num(rho[0])}"
+            base_name = minimizer.replace("Lookbehind_", "")
+            base = df[(df["dataset"] == dataset) & (df["model"] == model) & (df["minimizer"] == base_name)]
+            if len(base) == 1 and not math.isnan(base[mean_c].iloc[0]):
+                b = base.iloc[0]
+                title += f"\n{minname(base_name)} baseline: {b[mean_c]:.2f}" + (
+                    "" if math.isnan(b[std_c]) else f" ± {b[std_c]:.2f}") + f" (n={int(b[n_c])})"
+            ax.set_title(title, fontsize=11)
+            fig.colorbar(im, ax=ax, label=metric_label(metric))
+        setting = ", ".join(x for x in (epochs_text(part), extra_setting_text(part)) if x)
+        fig.suptitle(f"{dname(dataset)}, {mname(model)}: {metric_label(metric)} over k and α"
+                     + (f" ({setting})" if setting else ""), fontsize=12)
+        fig.tight_layout()
+        paths += save(fig, out_dir, f"kalpha_{dataset}_{model}_{metric}", formats)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- rho
+def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None):
+    mean_c, std_c, n_c = metric_cols(metric)
+    df = read_csv(os.path.join(results, "grouped.csv"), ["dataset", "model", "minimizer", "rho", mean_c, std_c, n_c])
+    df = apply_where(df, where)
+    df = df[df["rho"].notna()]
+    if df.empty:
+        raise UserError("no runs with a rho in grouped.csv")
+    paths = []
+    for (dataset, model), part in df.groupby(["dataset", "model"], sort=True):
+        fams = [("SAM-type", part[~part["minimizer"].astype(str).str.contains("ASAM")]),
+                ("ASAM-type", part[part["minimizer"].astype(str).str.contains("ASAM")])]
+        fams = [(name, f) for name, f in fams if not f.empty]
+        fig, axes = plt.subplots(1, len(fams), figsize=(5.5 * len(fams), 4.2), squeeze=False)
+        for ax, (fam, f) in zip(axes[0], fams):
+            for minimizer in minimizer_order(sorted(f["minimizer"].unique())):
+                m = f[f["minimizer"] == minimizer]
+                others = [c for c in ("k", "alpha", "epochs") if c in m.columns and m[c].nunique() > 1]
+                if m.duplicated(["rho"], keep=False).any():
+                    raise UserError(f"{dataset}/{model}/{minimizer}: several settings per rho "
+                                    f"(differ in {', '.join(others) or 'other columns'}); select one with --where")
+                m = m.sort_values("rho")
+                ok = m[m[mean_c].notna()]
+                label = minname(minimizer)
+                if "k" in m.columns and minimizer.startswith(("Lookbehind", "Multistep", "Lookahead")):
+                    k = m["k"].dropna().unique()
+                    if len(k) == 1:
+                        label += f" (k={fmt_num(k[0])}"
+                        a = m["alpha"].dropna().unique() if "alpha" in m.columns else []
+                        if minimizer.startswith(("Lookbehind", "Lookahead")) and len(a) == 1:
+                            label += f", α={alpha_label(a[0])}"
+                        label += ")"
+                ax.errorbar(ok["rho"], ok[mean_c], yerr=ok[std_c].fillna(0), marker="o", capsize=3,
+                            label=label, color=COLORS.get(minimizer))
+                bad = m[m[mean_c].isna()]
+                for _, r in bad.iterrows():
+                    ax.axvline(r["rho"], color=COLORS.get(minimizer, "grey"), ls=":", lw=1)
+                    ax.annotate("diverged", (r["rho"], 0.02), xycoords=("data", "axes fraction"),
+                                rotation=90, fontsize=7, color=COLORS.get(minimizer, "grey"))
+            ax.set_xscale("log")
+            rhos = sorted(f["rho"].unique())
+            ax.set_xticks(rhos, [fmt_num(r) for r in rhos])
+            ax.minorticks_off()
+            ax.set_xlabel("ρ (neighbourhood size)")
+            ax.set_ylabel(metric_label(metric))
+            ax.set_title(f"{fam} minimizers")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        setting = ", ".join(x for x in (epochs_text(part), extra_setting_text(part)) if x)
+        fig.suptitle(f"{dname(dataset)}, {mname(model)}: {metric_label(metric)} vs ρ, mean ± std over seeds"
+                     + (f" ({setting})" if setting else ""), fontsize=11)
+        fig.tight_layout()
+        paths += save(fig, out_dir, f"rho_{dataset}_{model}_{metric}", formats)
+    return paths
+
+
+# ---------------------------------------------------------------------------------------- curves
+def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=None):
+    df = read_csv(os.path.join(results, "curves.csv"),
+                  ["dataset", "model", "minimizer", "epoch", "test_acc", "train_loss", "run_name"])
+    df = apply_where(df, where)
+    if minimizers:
+        df = df[df["minimizer"].isin(minimizers)]
+        if df.empty:
+            raise UserError(f"no curves for minimizers {', '.join(minimizers)}")
+    if "status" in df.columns:
+        done = df[df["status"] == "completed"]
+        if not done.empty:
+            df = done
+    paths = []
+    for (dataset, model), part in df.groupby(["dataset", "model"], sort=True):
+        # One line per setting; the label names the settings that vary within a minimizer.
+        setting_cols = [c for c in ("minimizer", "rho", "k", "alpha", "epochs", "config_lr") if c in part.columns]
+        fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
+        styles = ["-", "--", ":", "-."]
+        groups = list(part.groupby(setting_cols, dropna=False, sort=False))
+        groups.sort(key=lambda g: (minimizer_order(list(part["minimizer"].unique())).index(g[0][0]), str(g[0])))
+        seen = {}
+        for values, g in groups:
+            values = dict(zip(setting_cols, values))
+            minimizer = values["minimizer"]
+            varying = [c for c in ("rho", "k", "alpha")
+                       if c in part.columns and part[part["minimizer"] == minimizer][c].nunique() > 1]
+            label = minname(minimizer) + "".join(
+                f", {'ρ' if c == 'rho' else 'α' if c == 'alpha' else c}="
+                f"{alpha_label(values[c]) if c == 'alpha' else fmt_num(values[c])}" for c in varying)
+            n = g["run_name"].nunique()
+            label += f" (n={n})"
+            stats = g.groupby("epoch").agg(acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"),
+                                           loss_mean=("train_loss", "mean"), loss_std=("train_loss", "std"))
+            ls = styles[seen.get(minimizer, 0) % len(styles)]
+            seen[minimizer] = seen.get(minimizer, 0) + 1
+            color = COLORS.get(minimizer)
+            for ax, col in ((ax_acc, "acc"), (ax_loss, "loss")):
+                line, = ax.plot(stats.index, stats[f"{col}_mean"], ls, marker="o" if len(stats) < 15 else None,
+                                ms=3, color=color, label=label)
+                ax.fill_between(stats.index, stats[f"{col}_mean"] - stats[f"{col}_std"].fillna(0),
+                                stats[f"{col}_mean"] + stats[f"{col}_std"].fillna(0),
+                                color=line.get_color(), alpha=0.15)
+        ax_acc.set_ylabel("test accuracy (%)")
+        ax_loss.set_ylabel("train loss")
+        ax_loss.set_yscale("log")
+        for ax in (ax_acc, ax_loss):
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+        ax_acc.legend(fontsize=8)
+        setting = ", ".join(x for x in (epochs_text(part), extra_setting_text(part)) if x)
+        fig.suptitle(f"{dname(dataset)}, {mname(model)}: learning curves, mean ± std over seeds"
+                     + (f" ({setting})" if setting else ""), fontsize=11)
+        fig.tight_layout()
+        paths += save(fig, out_dir, f"curves_{dataset}_{model}", formats)
+    return paths
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="The paper's figures (PNG + PDF) from collect.py's CSVs; a few seconds each.",
+        epilog="Example: python scripts/figures.py kalpha results/kalpha")
+    parser.add_argument("kind", choices=["kalpha", "rho", "curves"])
+    parser.add_argument("results", help="results directory with grouped.csv / curves.csv")
+    parser.add_argument("--out", help="output directory (default: <results>/figures)")
+    parser.add_argument("--metric", choices=["best", "final"], default="best")
+    parser.add_argument("--formats", default="png,pdf", help="comma-separated (default png,pdf)")
+    parser.add_argument("--where", action="append", metavar="COLUMN=VALUE")
+    parser.add_argument("--minimizers", nargs="+", help="curves: only these minimizers")
+    args = parser.parse_args(argv)
+    out = args.out or os.path.join(args.results, "figures")
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    try:
+        if args.kind == "kalpha":
+            paths = fig_kalpha(args.results, out, args.metric, formats, args.where)
+        elif args.kind == "rho":
+            paths = fig_rho(args.results, out, args.metric, formats, args.where)
+        else:
+            paths = fig_curves(args.results, out, formats, args.where, args.minimizers)
+    except UserError as e:
+        print(f"figures.py: error: {e}", file=sys.stderr)
+        return 2
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

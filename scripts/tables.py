@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""The generalization table (the paper's Table 1) in Markdown and LaTeX, from a grouped.csv (< 1 s).
+
+    python scripts/tables.py results/generalization
+    python scripts/tables.py results/generalization --paper results/paper_reference.csv --metric final
+
+Reads <results dir>/grouped.csv (written by scripts/collect.py) and writes <results dir>/table_<metric>.md
+and table_<metric>.tex (also printing the Markdown).  Rows: dataset / model; columns: minimizers
+(paper order: SGD, SAM, ASAM, Multistep, Lookahead, Lookbehind; others after).  Each cell is
+"mean ± std (n)" of the test accuracy over the completed seeds (std: sample std; "–" when n = 1);
+the best mean of each row is in bold (all tied cells after rounding); runs that diverged or failed are
+counted in the cell ("1 div."), never averaged in.  --metric best (default, what the original code
+prints: the best test accuracy over epochs) or final (test accuracy after the last epoch).
+
+--paper CSV (columns dataset,model,minimizer,acc[,std]; minimizer names as in example_cifar.py, e.g.
+Lookbehind_SAM) puts the paper's number and our difference (ours − paper) beside each cell.  It is
+the user's to fill in from the paper; none is shipped.  If the grouped CSV holds several settings of
+one dataset/model/minimizer (e.g. a rho sweep), select one with --where rho=0.05 (repeatable).
+Errors the user can fix (missing file or columns, ambiguous cells) print one line and exit 2.
+"""
+import argparse
+import math
+import os
+import sys
+import tempfile
+
+import pandas as pd
+
+ORDER = ["SGD", "SAM", "ASAM", "Multistep_SAM", "Multistep_ASAM", "Lookahead_SGD", "Lookahead_SAM",
+         "Lookahead_ASAM", "Lookbehind_SAM", "Lookbehind_ASAM"]
+DATASET_NAMES = {"CIFAR10": "CIFAR-10", "CIFAR100": "CIFAR-100", "CIFAR10_sample": "CIFAR-10 sample"}
+MODEL_NAMES = {"resnet20": "ResNet-20", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
+               "wrn28_2": "WRN-28-2", "wrn28_10": "WRN-28-10", "resnet18": "ResNet-18"}
+
+
+class UserError(Exception):
+    pass
+
+
+def display_minimizer(name):
+    return str(name).replace("_", "-")
+
+
+def display_dataset(name):
+    return DATASET_NAMES.get(str(name), str(name))
+
+
+def display_model(name):
+    return MODEL_NAMES.get(str(name), str(name))
+
+
+def minimizer_order(names):
+    known = [m for m in ORDER if m in names]
+    return known + sorted(m for m in names if m not in ORDER)
+
+
+def apply_where(df, where):
+    for cond in where or []:
+        if "=" not in cond:
+            raise UserError(f"--where {cond!r}: expected COLUMN=VALUE")
+        col, value = cond.split("=", 1)
+        if col not in df.columns:
+            raise UserError(f"--where {cond!r}: no column {col!r} in grouped.csv")
+        try:
+            target = float(value)
+            mask = pd.to_numeric(df[col], errors="coerce").sub(target).abs() < 1e-12
+        except ValueError:
+            mask = df[col].astype(str) == value
+        df = df[mask]
+    return df
+
+
+def read_grouped(path, metric, where):
+    if not os.path.isfile(path):
+        raise UserError(f"{path} not found (run scripts/collect.py first)")
+    df = pd.read_csv(path)
+    need = ["dataset", "model", "minimizer", f"{metric}_test_acc_mean", f"{metric}_test_acc_std",
+            f"{metric}_test_acc_n", "n_runs", "n_diverged", "n_failed"]
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} lacks columns {', '.join(missing)} (is it a grouped.csv from collect.py?)")
+    df = df.dropna(subset=["dataset", "model", "minimizer"])  # e.g. unreadable run dirs
+    df = apply_where(df, where)
+    if df.empty:
+        raise UserError(f"no rows in {path}" + (" after --where" if where else ""))
+    dup = df.duplicated(["dataset", "model", "minimizer"], keep=False)
+    if dup.any():
+        varying = [c for c in df.columns if c not in need and not c.endswith(("_mean", "_std", "_n"))
+                   and c not in ("seeds", "n_completed")
+                   and df[dup].groupby(["dataset", "model", "minimizer"])[c].nunique(dropna=False).max() > 1]
+        raise UserError(f"several settings per dataset/model/minimizer in {path} (they differ in "
+                        f"{', '.join(varying) or 'unknown columns'}); pick one with --where COLUMN=VALUE")
+    return df
+
+
+def read_paper(path):
+    if not os.path.isfile(path):
+        raise UserError(f"paper reference file {path} not found")
+    ref = pd.read_csv(path, comment="#")
+    missing = [c for c in ("dataset", "model", "minimizer", "acc") if c not in ref.columns]
+    if missing:
+        raise UserError(f"{path} lacks columns {', '.join(missing)} (need dataset,model,minimizer,acc[,std])")
+    out = {}
+    for _, r in ref.iterrows():
+        std = r["std"] if "std" in ref.columns else float("nan")
+        out[(str(r["dataset"]), str(r["model"]), str(r["minimizer"]))] = (float(r["acc"]), float(std))
+    return out
+
+
+def fnum(x, digits):
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def build_cells(df, metric, digits, paper):
+    """{(dataset, model): {minimizer: cell dict}} and the ordered row keys and minimizers."""
+    minimizers = minimizer_order(sorted(df["minimizer"].astype(str).unique()))
+    rows = {}
+    for _, r in df.iterrows():
+        key = (str(r["dataset"]), str(r["model"]))
+        mean = float(r[f"{metric}_test_acc_mean"])
+        cell = {"mean": mean, "std": float(r[f"{metric}_test_acc_std"]),
+                "n": int(r[f"{metric}_test_acc_n"]), "n_runs": int(r["n_runs"]),
+                "n_diverged": int(r["n_diverged"]), "n_failed": int(r["n_failed"]), "bold": False,
+                "paper": paper.get((key[0], key[1], str(r["minimizer"]))) if paper else None}
+        rows.setdefault(key, {})[str(r["minimizer"])] = cell
+    for cells in rows.values():
+        means = [round(c["mean"], digits) for c in cells.values() if not math.isnan(c["mean"])]
+        if means:
+            best = max(means)
+            for c in cells.values():
+                c["bold"] = not math.isnan(c["mean"]) and round(c["mean"], digits) == best
+    order = sorted(rows, key=lambda k: (k[0], k[1]))
+    return rows, order, minimizers
+
+
+def notes(cell):
+    parts = []
+    if cell["n_diverged"]:
+        parts.append(f"{cell['n_diverged']} div.")
+    if cell["n_failed"]:
+        parts.append(f"{cell['n_failed']} failed")
+    return parts
+
+
+def cell_markdown(cell, digits):
+    if cell is None:
+        return ""
+    if math.isnan(cell["mean"]):
+        text = "–"
+    else:
+        text = f"{fnum(cell['mean'], digits)} ± {fnum(cell['std'], digits)}"
+        if cell["bold"]:
+            text = f"**{text}**"
+    text += f" ({cell['n']})"
+    extra = notes(cell)
+    if extra:
+        text += " [" + ", ".join(extra) + "]"
+    if cell["paper"] is not None:
+        p_acc, p_std = cell["paper"]
+        diff = cell["mean"] - p_acc
+        p_text = fnum(p_acc, digits) + ("" if math.isnan(p_std) else f" ± {fnum(p_std, digits)}")
+        text += f" · paper {p_text}, Δ {'–' if math.isnan(diff) else f'{diff:+.{digits}f}'}"
+    return text
+
+
+def latex_escape(s):
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        s = s.replace(a, b)
+    return s
+
+
+def cell_latex(cell, digits):
+    if cell is None:
+        return ""
+    if math.isnan(cell["mean"]):
+        text = "--"
+    else:
+        mean = fnum(cell["mean"], digits)
+        text = (rf"\textbf{{{mean}}}" if cell["bold"] else mean) + rf" $\pm$ {fnum(cell['std'], digits).replace('–', '--')}"
+    text += rf" {{\tiny ({cell['n']})}}"
+    extra = notes(cell)
+    if extra:
+        text += r" {\tiny [" + ", ".join(extra) + "]}"
+    if cell["paper"] is not None:
+        p_acc, _ = cell["paper"]
+        diff = cell["mean"] - p_acc
+        text += rf" / {fnum(p_acc, digits)} (${'--' if math.isnan(diff) else f'{diff:+.{digits}f}'}$)"
+    return text
+
+
+def caption(metric, df, paper):
+    what = "best test accuracy over epochs" if metric == "best" else "test accuracy after the last epoch"
+    epochs = ""
+    if "epochs" in df.columns:
+        ep = sorted(pd.to_numeric(df["epochs"], errors="coerce").dropna().astype(int).unique())
+        if ep:
+            epochs = f", {'/'.join(str(e) for e in ep)} epochs"
+    text = (f"Generalization: {what} (%){epochs}; mean ± std (n completed seeds); best mean per row in bold; "
+            f"diverged/failed runs are counted, not averaged.")
+    if paper:
+        text += " 'paper' = reported value, Δ = ours − paper."
+    return text
+
+
+def markdown_table(rows, order, minimizers, metric, digits, df, paper):
+    head = "| Dataset | Model | " + " | ".join(display_minimizer(m) for m in minimizers) + " |"
+    sep = "|---|---|" + "|".join("---" for _ in minimizers) + "|"
+    lines = [f"<!-- generated by scripts/tables.py from grouped.csv; do not edit -->",
+             "", caption(metric, df, paper), "", head, sep]
+    for key in order:
+        cells = [cell_markdown(rows[key].get(m), digits) for m in minimizers]
+        lines.append(f"| {display_dataset(key[0])} | {display_model(key[1])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def latex_table(rows, order, minimizers, metric, digits, df, paper):
+    cols = "ll" + "c" * len(minimizers)
+    lines = ["% generated by scripts/tables.py from grouped.csv; needs \\usepackage{booktabs}",
+             r"\begin{table*}[t]", r"\centering", r"\resizebox{\textwidth}{!}{%",
+             rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
+             "Dataset & Model & " + " & ".join(latex_escape(display_minimizer(m)) for m in minimizers)
+             + r" \\", r"\midrule"]
+    for key in order:
+        cells = [cell_latex(rows[key].get(m), digits) for m in minimizers]
+        lines.append(f"{latex_escape(display_dataset(key[0]))} & {latex_escape(display_model(key[1]))} & "
+                     + " & ".join(cells) + r" \\")
+    cap = latex_escape(caption(metric, df, paper))
+    for a, b in (("±", r"$\pm$"), ("Δ", r"$\Delta$"), ("−", "$-$")):
+        cap = cap.replace(a, b)
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\caption{" + cap + "}",
+              r"\label{tab:generalization}", r"\end{table*}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(text, path):
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def make_tables(grouped_csv, metric="best", digits=2, paper_csv=None, where=None):
+    df = read_grouped(grouped_csv, metric, where)
+    paper = read_paper(paper_csv) if paper_csv else None
+    rows, order, minimizers = build_cells(df, metric, digits, paper)
+    return (markdown_table(rows, order, minimizers, metric, digits, df, paper),
+            latex_table(rows, order, minimizers, metric, digits, df, paper))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Generalization table (Markdown + LaTeX) from a grouped.csv; takes under a second.",
+        epilog="Example: python scripts/tables.py results/generalization --paper results/paper_reference.csv")
+    parser.add_argument("results", help="results directory holding grouped.csv (or the grouped.csv itself)")
+    parser.add_argument("--metric", choices=["best", "final"], default="best",
+                        help="best test accuracy over epochs (default, as the original code) or final")
+    parser.add_argument("--paper", help="CSV with dataset,model,minimizer,acc[,std] from the paper")
+    parser.add_argument("--where", action="append", metavar="COLUMN=VALUE",
+                        help="keep only grouped rows with this setting (repeatable)")
+    parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--out", help="output directory (default: the results directory)")
+    args = parser.parse_args(argv)
+    grouped = args.results if args.results.endswith(".csv") else os.path.join(args.results, "grouped.csv")
+    out_dir = args.out or os.path.dirname(os.path.abspath(grouped))
+    try:
+        md, tex = make_tables(grouped, args.metric, args.digits, args.paper, args.where)
+    except UserError as e:
+        print(f"tables.py: error: {e}", file=sys.stderr)
+        return 2
+    write_atomic(md, os.path.join(out_dir, f"table_{args.metric}.md"))
+    write_atomic(tex, os.path.join(out_dir, f"table_{args.metric}.tex"))
+    print(md)
+    print(f"wrote {os.path.join(out_dir, f'table_{args.metric}.md')} and .tex")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Sweeps, collect, tables and figures (scripts/).
+
+1. collect / tables / figures on synthetic run directories with known numbers (incl. a diverged and a
+   crashed run): exact means, stds, n, status, bold cells, figures written.
+2. The bash job queue (scripts/lib_sweep.sh via the real sweep scripts) driven with a stand-in trainer
+   (tests/fixtures/fake_trainer.py): skipping finished runs, diverged/crashed runs recorded and not
+   stopping the sweep, several workers, DRY_RUN, any cwd.
+3. The same end to end with the real example_cifar.py (CIFAR10_sample, resnet20, 1 epoch).
+"""
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(REPO, "scripts")
+FAKE = os.path.join(REPO, "tests", "fixtures", "fake_trainer.py")
+
+from scripts import collect, figures, tables  # noqa: E402  (scripts/ is a namespace package)
+
+
+# ------------------------------------------------------------------------------------ synthetic runs
+def make_run(root, name, *, minimizer, seed, model="resnet20", dataset="CIFAR10", rho=0.05, k=2,
+             alpha=-1.0, epochs=3, test_accs=None, status="completed", sweep_status=None, summary=True):
+    """A fabricated run directory following example_cifar.py's contract."""
+    d = os.path.join(root, name)
+    os.makedirs(d)
+    config = {"dataset": dataset, "model": model, "minimizer": minimizer, "lr": 0.1, "momentum": 0.9,
+              "weight_decay": 5e-4, "batch_size": 128, "epochs": epochs, "rho": rho, "eta": 0.0, "k": k,
+              "alpha": alpha, "seed": seed, "schedule": "step", "train_subset": 0, "device": f"cuda:{seed}",
+              "out": d, "minimizer_hparams": {"rho": rho}, "versions": {"torch": "x"}, "git_commit": "abc",
+              "command": "python example_cifar.py ..."}
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f)
+    accs = test_accs or []
+    with open(os.path.join(d, "metrics.csv"), "w") as f:
+        f.write("epoch,lr,train_loss,train_acc,test_loss,test_acc,epoch_seconds,images_per_second\n")
+        for e, acc in enumerate(accs, 1):
+            loss = "nan" if (status == "diverged" and e == len(accs)) else f"{2.0 / e}"
+            f.write(f"{e},0.1,{loss},{acc - 5},{loss},{acc},1.5,1000\n")
+    if summary:
+        summ = {"status": status, "epochs_completed": len(accs), "wall_seconds": 10.0 + seed,
+                "dataset": dataset, "model": model, "minimizer": minimizer, "rho": rho, "k": k,
+                "alpha": alpha, "seed": seed, "final_train_loss": 2.0 / max(1, len(accs))}
+        if status == "completed":
+            summ.update(final_test_acc=accs[-1], best_test_acc=max(accs),
+                        best_epoch=accs.index(max(accs)) + 1)
+        with open(os.path.join(d, "summary.json"), "w") as f:
+            json.dump(summ, f)
+    if sweep_status is not None:
+        with open(os.path.join(d, "sweep_status.json"), "w") as f:
+            json.dump(sweep_status, f)
+    return d
+
+
+@pytest.fixture
+def synthetic(tmp_path):
+    """Generalization-style sweep: 2 models x 2 minimizers x 2 seeds completed, + 1 diverged, 1 crashed."""
+    root = tmp_path / "runs" / "gen"
+    root.mkdir(parents=True)
+    r = str(root)
+    # resnet20: SAM final 90, 92 (best 91, 93); Lookbehind 93, 95 (best 94, 96)  -> Lookbehind best
+    make_run(r, "a_sam_s0", minimizer="SAM", seed=0, test_accs=[80, 91, 90])
+    make_run(r, "a_sam_s1", minimizer="SAM", seed=1, test_accs=[80, 93, 92])
+    make_run(r, "a_lb_s0", minimizer="Lookbehind_SAM", seed=0, test_accs=[80, 94, 93])
+    make_run(r, "a_lb_s1", minimizer="Lookbehind_SAM", seed=1, test_accs=[80, 96, 95])
+    # wrn28_2: SAM 80, 84 (best = final); Lookbehind 81, 81 -> SAM best
+    make_run(r, "b_sam_s0", model="wrn28_2", minimizer="SAM", seed=0, test_accs=[70, 80])
+    make_run(r, "b_sam_s1", model="wrn28_2", minimizer="SAM", seed=1, test_accs=[70, 84])
+    make_run(r, "b_lb_s0", model="wrn28_2", minimizer="Lookbehind_SAM", seed=0, test_accs=[70, 81])
+    make_run(r, "b_lb_s1", model="wrn28_2", minimizer="Lookbehind_SAM", seed=1, test_accs=[70, 81])
+    # diverged (seed 2 of resnet20 Lookbehind) and crashed (seed 2 of resnet20 SAM: no summary)
+    make_run(r, "a_lb_s2", minimizer="Lookbehind_SAM", seed=2, test_accs=[10, 10], status="diverged")
+    make_run(r, "a_sam_s2", minimizer="SAM", seed=2, test_accs=[85], summary=False,
+             sweep_status={"status": "crashed", "exit_code": 1, "wall_seconds": 3.0})
+    # a directory that is garbage must be reported, not crash collect
+    bad = root / "garbage"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    return root
+
+
+def test_collect_values(synthetic, tmp_path, capsys):
+    out = tmp_path / "results" / "gen"
+    assert collect.main([str(synthetic), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 11
+    st = dict(zip(runs["run_name"], runs["status"]))
+    assert st["a_lb_s2"] == "diverged" and st["a_sam_s2"] == "crashed" and st["garbage"] == "invalid"
+    assert sum(s == "completed" for s in st.values()) == 8
+    crashed = runs[runs["run_name"] == "a_sam_s2"].iloc[0]
+    assert crashed["exit_code"] == 1 and crashed["final_test_acc"] == 85  # from metrics.csv
+    assert "unreadable config.json" in runs[runs["run_name"] == "garbage"].iloc[0]["problem"]
+    row = runs[runs["run_name"] == "a_lb_s1"].iloc[0]
+    assert (row["final_test_acc"], row["best_test_acc"], row["best_epoch"]) == (95, 96, 2)
+    assert row["sweep"] == "gen" and row["wall_seconds"] == 11.0
+    assert "device" in runs.columns  # settings are kept in runs.csv ...
+
+    g = pd.read_csv(out / "grouped.csv")
+    assert "device" not in g.columns and "seed" not in g.columns  # ... but do not split groups
+    g = g[g["dataset"].notna()]
+    assert len(g) == 4
+
+    def grp(model, minimizer):
+        rows = g[(g["model"] == model) & (g["minimizer"] == minimizer)]
+        assert len(rows) == 1
+        return rows.iloc[0]
+
+    a_sam, a_lb, b_sam, b_lb = (grp("resnet20", "SAM"), grp("resnet20", "Lookbehind_SAM"),
+                                grp("wrn28_2", "SAM"), grp("wrn28_2", "Lookbehind_SAM"))
+    assert a_sam["final_test_acc_mean"] == 91 and a_sam["final_test_acc_std"] == pytest.approx(math.sqrt(2))
+    assert a_sam["best_test_acc_mean"] == 92 and a_sam["final_test_acc_n"] == 2
+    assert (a_sam["n_runs"], a_sam["n_completed"], a_sam["n_diverged"], a_sam["n_failed"]) == (3, 2, 0, 1)
+    assert a_sam["seeds"] == "0 1 2"
+    assert a_lb["final_test_acc_mean"] == 94 and a_lb["best_test_acc_mean"] == 95
+    assert (a_lb["n_runs"], a_lb["n_diverged"], a_lb["final_test_acc_n"]) == (3, 1, 2)
+    assert b_sam["final_test_acc_mean"] == 82 and b_sam["final_test_acc_std"] == pytest.approx(math.sqrt(8))
+    assert b_lb["final_test_acc_std"] == 0 and b_lb["wall_seconds_mean"] == 10.5
+
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves) == 3 * 4 + 2 * 4 + 2 + 1
+    assert set(curves.columns) >= {"run_name", "minimizer", "seed", "epoch", "test_acc", "train_loss", "status"}
+    printed = capsys.readouterr().out
+    assert "11 runs" in printed and "crashed:" in printed and "garbage" in printed
+
+
+def test_collect_single_seed_std_empty_and_errors(tmp_path, capsys):
+    root = tmp_path / "one"
+    make_run(str(root), "x", minimizer="SAM", seed=0, test_accs=[50, 60])
+    out = tmp_path / "res"
+    assert collect.main([str(root), "--out", str(out), "--quiet"]) == 0
+    g = pd.read_csv(out / "grouped.csv")
+    assert g["final_test_acc_n"].iloc[0] == 1 and math.isnan(g["final_test_acc_std"].iloc[0])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert collect.main([str(empty), "--out", str(out)]) == 2
+    assert "no run directories" in capsys.readouterr().err
+    # running: record says running and its runner is alive; interrupted: runner gone
+    make_run(str(root), "live", minimizer="SAM", seed=1, test_accs=[50], summary=False,
+             sweep_status={"status": "running", "exit_code": None, "runner_pid": os.getpid()})
+    make_run(str(root), "dead", minimizer="SAM", seed=2, test_accs=[50], summary=False,
+             sweep_status={"status": "running", "exit_code": None, "runner_pid": 2 ** 22 + 12345})
+    runs, _, _ = collect.collect([str(root)], "one", str(out), quiet=True)
+    st = dict(zip(runs["run_name"], runs["status"]))
+    assert st == {"x": "completed", "live": "running", "dead": "interrupted"}
+
+
+def test_tables(synthetic, tmp_path, capsys):
+    out = tmp_path / "results" / "gen"
+    collect.main([str(synthetic), "--out", str(out), "--quiet"])
+    paper = tmp_path / "paper.csv"
+    paper.write_text("dataset,model,minimizer,acc,std\nCIFAR10,resnet20,SAM,90.5,0.1\n")
+    assert tables.main([str(out), "--metric", "final", "--paper", str(paper)]) == 0
+    md = (out / "table_final.md").read_text()
+    lines = {ln.split("|")[2].strip(): ln for ln in md.splitlines() if ln.startswith("| CIFAR-10")}
+    assert set(lines) == {"ResNet-20", "WRN-28-2"}
+    header = [ln for ln in md.splitlines() if ln.startswith("| Dataset")][0]
+    assert header.index("SAM") < header.index("Lookbehind-SAM")
+    a = [c.strip() for c in lines["ResNet-20"].split("|")[3:5]]
+    assert a[0].startswith("91.00 ± 1.41 (2) [1 failed] · paper 90.50 ± 0.10, Δ +0.50")
+    assert a[1] == "**94.00 ± 1.41** (2) [1 div.]"
+    b = [c.strip() for c in lines["WRN-28-2"].split("|")[3:5]]
+    assert b == ["**82.00 ± 2.83** (2)", "81.00 ± 0.00 (2)"]
+    tex = (out / "table_final.tex").read_text()
+    assert r"\textbf{94.00} $\pm$ 1.41 {\tiny (2)}" in tex and r"\textbf{82.00}" in tex
+    assert "Lookbehind-SAM" in tex and r"\begin{tabular}{llcc}" in tex
+    assert tables.main([str(out)]) == 0  # default metric: best
+    md_best = (out / "table_best.md").read_text()
+    assert "**95.00 ± 1.41** (2)" in md_best and "best test accuracy" in md_best
+    capsys.readouterr()
+    assert tables.main([str(tmp_path / "nope")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_tables_ambiguous_needs_where(tmp_path, capsys):
+    root = tmp_path / "rho"
+    for rho in (0.05, 0.1):
+        for seed in (0, 1):
+            make_run(str(root), f"sam_{rho}_{seed}", minimizer="SAM", seed=seed, rho=rho, test_accs=[50 + seed])
+    out = tmp_path / "res"
+    collect.main([str(root), "--out", str(out), "--quiet"])
+    assert tables.main([str(out)]) == 2
+    assert "rho" in capsys.readouterr().err
+    assert tables.main([str(out), "--where", "rho=0.1"]) == 0
+    assert "50.50 ± 0.71" in (out / "table_best.md").read_text()
+
+
+def _check_png(path, min_bytes=15000):
+    assert os.path.getsize(path) > min_bytes, path
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_figures(tmp_path):
+    root = tmp_path / "runs"
+    # k x alpha grid (2 x 2) + SAM baseline, 2 seeds; one cell all diverged
+    for k in (1, 2):
+        for alpha in (0.5, -1.0):
+            for seed in (0, 1):
+                diverge = (k == 2 and alpha == 0.5)
+                make_run(str(root / "kalpha"), f"lb_k{k}_a{alpha}_s{seed}", minimizer="Lookbehind_SAM", seed=seed,
+                         k=k, alpha=alpha, test_accs=[60, 70 + k + alpha + seed],
+                         status="diverged" if diverge else "completed")
+    for seed in (0, 1):
+        make_run(str(root / "kalpha"), f"sam_s{seed}", minimizer="SAM", seed=seed, test_accs=[60, 70 + seed])
+    # rho grid: SAM / Lookbehind_SAM x 3 rhos, ASAM family x 2 rhos
+    for m, rhos in (("SAM", (0.01, 0.05, 0.1)), ("Lookbehind_SAM", (0.01, 0.05, 0.1)),
+                    ("ASAM", (0.5, 1.0)), ("Lookbehind_ASAM", (0.5, 1.0))):
+        for rho in rhos:
+            for seed in (0, 1):
+                make_run(str(root / "rho"), f"{m}_{rho}_{seed}", minimizer=m, seed=seed, rho=rho,
+                         test_accs=[50, 60 + 10 * rho + seed + (m.startswith("Lookbehind"))])
+    res = tmp_path / "results"
+    for sweep in ("kalpha", "rho"):
+        collect.main([str(root / sweep), "--out", str(res / sweep), "--quiet"])
+    assert figures.main(["kalpha", str(res / "kalpha")]) == 0
+    assert figures.main(["rho", str(res / "rho")]) == 0
+    assert figures.main(["curves", str(res / "rho"), "--where", "rho=0.05"]) == 0
+    assert figures.main(["curves", str(res / "rho"), "--where", "rho=0.5"]) == 0
+    _check_png(res / "kalpha" / "figures" / "kalpha_CIFAR10_resnet20_best.png")
+    _check_png(res / "rho" / "figures" / "rho_CIFAR10_resnet20_best.png")
+    _check_png(res / "rho" / "figures" / "curves_CIFAR10_resnet20.png")
+    assert os.path.getsize(res / "kalpha" / "figures" / "kalpha_CIFAR10_resnet20_best.pdf") > 5000
+    # the curves figure across different rho needs --where... or it labels each setting; both work
+    assert figures.main(["curves", str(res / "rho")]) == 0
+    assert figures.main(["rho", str(res / "nothing")]) == 2
+
+
+# ------------------------------------------------------------------------------------ bash job queue
+def sweep(script, tmp_path, env_extra, args=(), cwd=None, timeout=120):
+    env = dict(os.environ)
+    env.update({"RUNS_ROOT": str(tmp_path / "runs"), "RESULTS_ROOT": str(tmp_path / "results"),
+                "PYTHON": sys.executable})
+    env.update(env_extra)
+    return subprocess.run(["bash", os.path.join(SCRIPTS, script), *args], cwd=cwd or str(tmp_path), env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_queue_with_stand_in_trainer(tmp_path):
+    env = {"TRAIN_SCRIPT": FAKE, "SWEEP_NAME": "ka", "DATASETS": "CIFAR10_sample", "MODELS": "resnet20",
+           "MINIMIZERS": "Lookbehind_SAM", "K_VALUES": "1 2", "ALPHAS": "0.5 -1", "SEEDS": "0",
+           "EPOCHS": "2", "DEVICES": "cpu cpu", "BASELINES": ""}
+    # DRY_RUN prints the commands, writes nothing
+    p = sweep("sweep_kalpha.sh", tmp_path, {**env, "DRY_RUN": "1"}, ["--", "--train_subset", "64"])
+    assert p.returncode == 0, p.stderr
+    cmds = [ln for ln in p.stdout.splitlines() if "fake_trainer.py" in ln]
+    assert len(cmds) == 4 and all("--train_subset 64" in c and "--device cpu" in c for c in cmds)
+    assert "--k 1 --alpha 0.5" in cmds[0] and "OMP_NUM_THREADS=" in cmds[0]
+    assert not (tmp_path / "runs").exists()
+
+    p = sweep("sweep_kalpha.sh", tmp_path, env, ["--", "--train_subset", "64"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    sweep_dir = tmp_path / "runs" / "ka"
+    names = sorted(d.name for d in sweep_dir.iterdir() if d.is_dir())
+    assert names == ["CIFAR10_sample_resnet20_Lookbehind_SAM_k1_a-1_rho0.05_s0",
+                     "CIFAR10_sample_resnet20_Lookbehind_SAM_k1_a0.5_rho0.05_s0",
+                     "CIFAR10_sample_resnet20_Lookbehind_SAM_k2_a-1_rho0.05_s0",
+                     "CIFAR10_sample_resnet20_Lookbehind_SAM_k2_a0.5_rho0.05_s0"]
+    log = (sweep_dir / names[0] / "train.log").read_text()
+    assert "training Lookbehind_SAM on cpu" in log and "OMP=1" in log and "--train_subset 64" in log
+    status = json.loads((sweep_dir / names[0] / "sweep_status.json").read_text())
+    assert status["status"] == "completed" and status["exit_code"] == 0
+    runs = pd.read_csv(tmp_path / "results" / "ka" / "runs.csv")  # collected at the end of the sweep
+    assert list(runs["status"]) == ["completed"] * 4 and set(runs["train_subset"]) == {64}
+    mtimes = {n: os.path.getmtime(sweep_dir / n / "summary.json") for n in names}
+
+    # a second invocation adds a diverging and a crashing run; finished ones are skipped
+    time.sleep(1.1)
+    p = sweep("sweep_kalpha.sh", tmp_path, {**env, "SEEDS": "0 1"}, ["--", "--train_subset", "64"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("SKIP ") == 4 and p.stdout.count("START ") == 4
+    assert {n: os.path.getmtime(sweep_dir / n / "summary.json") for n in names} == mtimes
+    gen_env = {**env, "SWEEP_NAME": "gen", "MINIMIZERS": "SAM Lookbehind_SAM", "SEEDS": "0", "DEVICES": "cpu"}
+    p = sweep("sweep_generalization.sh", tmp_path, gen_env, ["--", "--lr", "1e6"])
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("status=diverged exit=3") == 2
+    p2 = sweep("sweep_generalization.sh", tmp_path, {**gen_env, "SWEEP_NAME": "gen2", "MINIMIZERS": "SAM ASAM"},
+               ["--", "--crash"])
+    assert p2.returncode == 1  # crashes are reported in the exit status, after the whole sweep ran
+    assert p2.stdout.count("status=crashed exit=1") == 2 and "simulated crash" in p2.stdout
+    runs = pd.read_csv(tmp_path / "results" / "gen2" / "runs.csv")
+    assert list(runs["status"]) == ["crashed", "crashed"] and list(runs["exit_code"]) == [1, 1]
+    runs = pd.read_csv(tmp_path / "results" / "gen" / "runs.csv")
+    assert list(runs["status"]) == ["diverged", "diverged"]
+    tsv = pd.read_csv(tmp_path / "runs" / "gen" / "status.tsv", sep="\t")
+    assert list(tsv["exit_code"]) == [3, 3]
+    # rerunning skips the diverged runs unless RETRY_DIVERGED=1 (old attempt kept in .retired/)
+    p = sweep("sweep_generalization.sh", tmp_path, gen_env, ["--", "--lr", "1e6"])
+    assert p.stdout.count("SKIP ") == 2 and "START" not in p.stdout
+    p = sweep("sweep_generalization.sh", tmp_path, {**gen_env, "RETRY_DIVERGED": "1", "MINIMIZERS": "SAM"})
+    assert p.returncode == 0 and "RETIRE" in p.stdout
+    assert len(os.listdir(tmp_path / "runs" / "gen" / ".retired")) == 1
+    runs = pd.read_csv(tmp_path / "results" / "gen" / "runs.csv")
+    assert sorted(runs["status"]) == ["completed", "diverged"]  # .retired is not collected
+
+    # from another cwd, relative RUNS_ROOT is taken relative to the caller's cwd; bad input -> exit 2
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    p = sweep("sweep_rho.sh", tmp_path, {**env, "RUNS_ROOT": "rel_runs", "MINIMIZERS": "SAM", "RHOS_SAM": "0.1",
+                                         "SWEEP_NAME": "r", "COLLECT": "0"}, cwd=str(elsewhere))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (elsewhere / "rel_runs" / "r" / "CIFAR10_sample_resnet20_SAM_rho0.1_s0" / "summary.json").exists()
+    p = sweep("sweep_rho.sh", tmp_path, {**env, "MINIMIZERS": "SGD"})
+    assert p.returncode == 2 and "has no rho" in p.stderr
+    p = sweep("sweep_rho.sh", tmp_path, env, ["bogus"])
+    assert p.returncode == 2 and "unexpected argument" in p.stderr
+    p = sweep("sweep_rho.sh", tmp_path, {}, ["--help"])
+    assert p.returncode == 0 and "RHOS_SAM" in p.stdout
+
+
+def test_queue_spreads_over_devices(tmp_path):
+    """Two workers run two runs at the same time (each run sleeps 1.5 s: 4 runs take ~3 s, not ~6 s)."""
+    env = {"TRAIN_SCRIPT": FAKE, "SWEEP_NAME": "par", "DATASETS": "CIFAR10", "MODELS": "resnet20",
+           "MINIMIZERS": "SAM", "SEEDS": "0 1 2 3", "EPOCHS": "1", "DEVICES": "cuda:0 cuda:1", "COLLECT": "0"}
+    t0 = time.time()
+    p = sweep("sweep_generalization.sh", tmp_path, env, ["--", "--sleep", "1.5"])
+    elapsed = time.time() - t0
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert elapsed < 5.5, elapsed
+    logs = [open(os.path.join(tmp_path, "runs", "par", f"CIFAR10_resnet20_SAM_rho0.05_s{s}", "train.log")).read()
+            for s in range(4)]
+    devices = ["CUDA_VISIBLE_DEVICES=0" in log for log in logs]
+    assert all(("CUDA_VISIBLE_DEVICES=0" in log) != ("CUDA_VISIBLE_DEVICES=1" in log) for log in logs)
+    assert 0 < sum(devices) < 4  # both devices got work
+    tsv = pd.read_csv(tmp_path / "runs" / "par" / "status.tsv", sep="\t")
+    assert sorted(tsv["device"].unique()) == ["cuda:0", "cuda:1"]
