@@ -40,7 +40,8 @@ RUN_MARKERS = ("config.json", "summary.json", "sweep_status.json")
 NON_SETTING_KEYS = {
     "seed", "out", "run_dir", "data_dir", "device", "resume", "command", "git_commit", "versions",
     "minimizer_hparams", "num_workers", "hostname", "host", "start_time", "timestamp", "log_interval",
-    "progress", "quiet", "verbose", "save_every", "checkpoint_every", "no_plot",
+    "progress", "quiet", "verbose", "save_every", "checkpoint_every", "no_plot", "download", "compile",
+    "resume_commands", "ignored_flags",
 }
 SUMMARY_FIELDS = ["epochs_completed", "final_test_acc", "best_test_acc", "best_epoch",
                   "final_train_loss", "wall_seconds"]
@@ -149,8 +150,12 @@ def collect_run(run_dir, sweep, tsv_cache):
 
     if config is not None:
         for key, value in config.items():
-            if scalar(value) and key not in ("sweep", "run_name", "run_dir"):
+            if key in ("sweep", "run_name", "run_dir") or key in NON_SETTING_KEYS and not scalar(value):
+                continue
+            if scalar(value):
                 row[key] = value
+            elif isinstance(value, list) and all(scalar(v) for v in value):
+                row[key] = json.dumps(value)  # e.g. milestones: a setting, kept as "[50, 100, 150]"
     elif summary is not None:
         problems.append("no config.json (settings taken from summary.json)")
     else:

@@ -29,6 +29,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -307,18 +308,25 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
             seen[minimizer] = seen.get(minimizer, 0) + 1
             color = COLORS.get(minimizer)
             for ax, col in ((ax_acc, "acc"), (ax_loss, "loss")):
-                line, = ax.plot(stats.index, stats[f"{col}_mean"], ls, marker="o" if len(stats) < 15 else None,
+                mean, std = stats[f"{col}_mean"], stats[f"{col}_std"].fillna(0)
+                if len(stats) == 1:  # a single epoch: a point with an error bar
+                    ax.errorbar(stats.index, mean, yerr=std, fmt="o", capsize=4, color=color, label=label)
+                    continue
+                line, = ax.plot(stats.index, mean, ls, marker="o" if len(stats) < 15 else None,
                                 ms=3, color=color, label=label)
-                ax.fill_between(stats.index, stats[f"{col}_mean"] - stats[f"{col}_std"].fillna(0),
-                                stats[f"{col}_mean"] + stats[f"{col}_std"].fillna(0),
-                                color=line.get_color(), alpha=0.15)
+                ax.fill_between(stats.index, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ax_acc.set_ylabel("test accuracy (%)")
         ax_loss.set_ylabel("train loss")
         ax_loss.set_yscale("log")
         for ax in (ax_acc, ax_loss):
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            epochs = sorted(int(e) for e in part["epoch"].dropna().unique())
+            if len(epochs) <= 12:
+                ax.set_xticks(epochs)
+                ax.set_xlim(epochs[0] - 0.5, epochs[-1] + 0.5)
+            else:
+                ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax_acc.legend(fontsize=8)
         setting = ", ".join(x for x in (epochs_text(part), extra_setting_text(part)) if x)
         fig.suptitle(f"{dname(dataset)}, {mname(model)}: learning curves, mean ± std over seeds"

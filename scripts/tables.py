@@ -194,7 +194,7 @@ def caption(metric, df, paper):
     if "epochs" in df.columns:
         ep = sorted(pd.to_numeric(df["epochs"], errors="coerce").dropna().astype(int).unique())
         if ep:
-            epochs = f", {'/'.join(str(e) for e in ep)} epochs"
+            epochs = f", {'/'.join(str(e) for e in ep)} epoch{'' if ep == [1] else 's'}"
     text = (f"Generalization: {what} (%){epochs}; mean ± std (n completed seeds); best mean per row in bold; "
             f"diverged/failed runs are counted, not averaged.")
     if paper:

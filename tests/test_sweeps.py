@@ -330,3 +330,70 @@ def test_queue_spreads_over_devices(tmp_path):
     assert 0 < sum(devices) < 4  # both devices got work
     tsv = pd.read_csv(tmp_path / "runs" / "par" / "status.tsv", sep="\t")
     assert sorted(tsv["device"].unique()) == ["cuda:0", "cuda:1"]
+
+
+# ------------------------------------------------------------------------------------ real end to end
+EXAMPLE = os.path.join(REPO, "example_cifar.py")
+
+
+@pytest.mark.skipif(not os.path.isfile(EXAMPLE), reason="example_cifar.py is not in the repository yet")
+def test_end_to_end_real_training(tmp_path):
+    """2 minimizers x 2 seeds, 1 epoch of resnet20 on 256 images of the offline CIFAR-10 sample, on CPU,
+    plus one run with lr 1e6 (diverges) started at the same time in the same sweep directory; then
+    collect, the table and a figure; then the sweep again: everything is skipped."""
+    fast = ["--", "--train_subset", "256", "--batch_size", "64"]
+    grid = {"SWEEP_NAME": "e2e", "DATASETS": "CIFAR10_sample", "MODELS": "resnet20",
+            "MINIMIZERS": "SAM Lookbehind_SAM", "SEEDS": "0 1", "EPOCHS": "1", "DEVICES": "cpu cpu",
+            "COLLECT": "0"}
+    env = dict(os.environ, RUNS_ROOT=str(tmp_path / "runs"), RESULTS_ROOT=str(tmp_path / "results"),
+               PYTHON=sys.executable, **{**grid, "MINIMIZERS": "SAM", "SEEDS": "7", "DEVICES": "cpu",
+                                          "OMP_NUM_THREADS": "1"})
+    diverging = subprocess.Popen(["bash", os.path.join(SCRIPTS, "sweep_generalization.sh"), *fast, "--lr", "1e6"],
+                                 env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True)
+    p = sweep("sweep_generalization.sh", tmp_path, grid, fast, timeout=300)
+    div_out = diverging.communicate(timeout=300)[0]
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert diverging.returncode == 0, div_out  # a diverged run is not a failure of the sweep
+    assert "status=diverged exit=3" in div_out
+    assert p.stdout.count("status=completed exit=0") == 4
+
+    out = tmp_path / "results" / "e2e"
+    assert collect.main([str(tmp_path / "runs" / "e2e"), "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 5
+    div = runs[runs["status"] == "diverged"]
+    assert len(div) == 1 and div.iloc[0]["lr"] == 1e6 and div.iloc[0]["exit_code"] == 3
+    assert div.iloc[0]["minimizer"] == "SAM" and div.iloc[0]["seed"] == 7
+    done = runs[runs["status"] == "completed"]
+    assert len(done) == 4 and set(done["seed"]) == {0, 1} and set(done["train_subset"]) == {256}
+    assert set(done["batch_size"]) == {64} and set(done["epochs"]) == {1} and set(done["dataset"]) == {"CIFAR10_sample"}
+    assert done["final_test_acc"].between(0, 100).all() and (done["wall_seconds"] > 0).all()
+    lb = done[done["minimizer"] == "Lookbehind_SAM"]
+    assert set(lb["k"]) == {2} and set(lb["alpha"]) == {-1}
+    g = pd.read_csv(out / "grouped.csv")
+    g_lb = g[g["minimizer"] == "Lookbehind_SAM"].iloc[0]
+    assert g_lb["final_test_acc_n"] == 2
+    assert g_lb["final_test_acc_mean"] == pytest.approx(lb["final_test_acc"].mean())
+    assert g_lb["final_test_acc_std"] == pytest.approx(lb["final_test_acc"].std(ddof=1), abs=1e-9)
+    assert g[(g["minimizer"] == "SAM") & (g["lr"] == 1e6)].iloc[0]["n_diverged"] == 1
+    curves = pd.read_csv(out / "curves.csv")
+    assert len(curves[curves["status"] == "completed"]) == 4
+
+    assert tables.main([str(out), "--metric", "final"]) == 2  # two SAM settings (lr 0.1 and 1e6)
+    assert tables.main([str(out), "--metric", "final", "--where", "lr=0.1"]) == 0
+    md = (out / "table_final.md").read_text()
+    row = [ln for ln in md.splitlines() if ln.startswith("| CIFAR-10 sample | ResNet-20 |")]
+    assert len(row) == 1 and row[0].count("(2)") == 2 and row[0].count("**") in (2, 4)
+    assert figures.main(["curves", str(out), "--where", "config_lr=0.1", "--formats", "png"]) == 0
+    _check_png(out / "figures" / "curves_CIFAR10_sample_resnet20.png", min_bytes=10000)
+
+    # Rerun: finished runs are skipped (no training started, summaries untouched).
+    summaries = sorted((tmp_path / "runs" / "e2e").glob("*/summary.json"))
+    mtimes = [os.path.getmtime(s) for s in summaries]
+    p = sweep("sweep_generalization.sh", tmp_path, grid, fast)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("SKIP ") == 4 and "START" not in p.stdout
+    assert [os.path.getmtime(s) for s in summaries] == mtimes
+    logs = list((tmp_path / "runs" / "e2e").glob("*/train.log"))
+    assert len(logs) == 5 and all(log.read_text().count("attempt started") == 1 for log in logs)
