@@ -134,7 +134,7 @@ def build_parser():
     flag("data_dir", default="./data", help="where the CIFAR 'python version' folders live / are downloaded")
     flag("download", default=True, action=argparse.BooleanOptionalAction,
          help="download CIFAR-10/100 when missing (--no-download: fail with instructions instead)")
-    flag("model", default="resnet34", type=model_name, help=f"one of {', '.join(models.available_models())}")
+    flag("model", default="resnet34", type=lookup(model_name), help=f"one of {', '.join(models.available_models())}")
     flag("minimizer", default="Lookbehind_SAM", type=lookup(minimizers.canonical_name),
          help=f"one of {', '.join(minimizers.available())} (case-insensitive)")
     flag("lr", default=0.1, type=finite_float(strictly_positive=True), help="initial learning rate")
