@@ -127,3 +127,8 @@ register("Lookahead_ASAM", lambda model, opt, rho, eta, k, alpha, bn_policy:
          {**_ASAM, **_LOOKAHEAD, **_BN}, "2", "Zhang et al., NeurIPS 2019 around ASAM")
 
 del _family, _defaults
+
+# SAM-family variants (GSAM, SSAM_F/D, BiSAM_tanh/log, SAMPa, BilateralSAM, Lookbehind_GSAM): minimizers/variants.py
+from .variants import BilateralSAM, BiSAM, GSAM, GSAMAscent, SAMPa, SSAMD, SSAMF  # noqa: E402
+
+__all__ += ["GSAM", "GSAMAscent", "SSAMF", "SSAMD", "BiSAM", "SAMPa", "BilateralSAM"]

@@ -51,6 +51,10 @@ class Lookbehind(Minimizer):
         self.fast_weights = [p.detach().clone() for p in self.params]
         self.perturbed_weights = [torch.empty_like(p) for p in self.params]
         self.first_fast_weights = [torch.empty_like(p) for p in self.params] if self.adaptive else None
+        # Ascent rules whose descent direction depends on the gradient before the perturbation (GSAM)
+        # set needs_previous_gradient and provide descent_gradient(previous, grads); see _descent_hook.
+        self.previous_grads = ([torch.empty_like(p) for p in self.params]
+                               if getattr(ascent, "needs_previous_gradient", False) else None)
         self.inner_step = 0          # inner steps done in the current outer step (two-call/switching use)
         self.last_alpha = None       # per-tensor alphas of the last slow update (device tensor), adaptive only
 
@@ -86,6 +90,7 @@ class Lookbehind(Minimizer):
         loss = self._evaluate(closure)                               # phi~_0 = phi
         with torch.no_grad():
             _, perturbed, eps = self._perturbation()
+            self._remember_gradient()
             torch._foreach_add_(perturbed, eps)                      # model at phi~_1
         for i in range(1, k + 1):
             # In the authors' loop phi~_i (i < k) is evaluated twice: once for descent i, once for ascent i+1.
@@ -96,6 +101,7 @@ class Lookbehind(Minimizer):
                     torch._foreach_copy_(self.perturbed_weights, params)
                     index, _, eps = self._perturbation()
                     torch._foreach_add_([self.perturbed_weights[j] for j in index], eps)
+                self._descent_hook(remember=i < k)
                 self._fast_step(i)                                   # model at theta_i
                 if i < k:
                     torch._foreach_copy_(params, self.perturbed_weights)
@@ -110,12 +116,14 @@ class Lookbehind(Minimizer):
         if self.inner_step == 0:
             self._begin_outer_step()
         _, perturbed, eps = self._perturbation()
+        self._remember_gradient()
         torch._foreach_add_(perturbed, eps)
         self.zero_grad()
 
     @torch.no_grad()
     def descent_step(self):
         """After a backward at phi~_i: fast-weight step; every k-th call, the slow-weight update."""
+        self._descent_hook(remember=False)
         self.inner_step += 1
         last = self.inner_step == self.k
         if not last:
@@ -134,6 +142,25 @@ class Lookbehind(Minimizer):
         # loaded into the model after the minimizer was built are respected.
         torch._foreach_copy_(self.slow_weights, self.params)
         torch._foreach_copy_(self.fast_weights, self.params)
+
+    def _remember_gradient(self):
+        """Keep the gradient now in .grad (the point before the next perturbation) for _descent_hook."""
+        if self.previous_grads is None:
+            return
+        index, _, grads = self._grads()
+        torch._foreach_copy_([self.previous_grads[j] for j in index], grads)
+
+    def _descent_hook(self, remember):
+        """Replace .grad (gradient at the perturbed point) by ascent.descent_gradient(previous, grads);
+        with ``remember``, the raw gradient becomes the previous one of the next inner step."""
+        if self.previous_grads is None:
+            return
+        index, _, grads = self._grads()
+        previous = [self.previous_grads[j] for j in index]
+        descent = self.ascent.descent_gradient(previous, grads)
+        if remember:
+            torch._foreach_copy_(previous, grads)
+        torch._foreach_copy_(grads, descent)
 
     def _fast_step(self, i):
         """theta_i = base step from theta_{i-1} with the gradients in .grad; leaves theta_i in the model."""

@@ -1,0 +1,97 @@
+"""BiSAM (Xie et al., ICML 2024): the ascent maximizes a lower bound of the 0-1 loss.  Two passes.
+
+With logits f(x) (batch n x K) and labels y, the margins F_j = f(x)_j - f(x)_y (F_y = 0) and
+
+    Q(w) = mean_i (1/mu) log sum_j exp(mu * phi(F_ij))
+    phi(x) = tanh(alpha_tanh x)                             ("tanh", BiSAM_tanh)
+    phi(x) = 1 - log(1 + exp(gamma - x)),  gamma = log(e-1)  ("log",  BiSAM_log; phi(0) = 0)
+
+    eps = rho * grad Q(w) / (||grad Q(w)|| + 1e-16)
+    base optimizer step from w with grad L(w + eps)          (L = the closure's training loss)
+
+Vectorised over the batch (one gather, one logsumexp).  Defaults: rho=0.05 (the authors' CIFAR-10
+setting, SAM's), mu=10 and alpha_tanh=0.1 for tanh, mu=1 for log (the defaults of the surrogate functions in
+the authors' code, LIONS-EPFL/BiSAM loss_fnc.py).  ``surrogate="ce"`` (not registered; for tests) makes
+the ascent use the training loss itself, which is SAM exactly.
+
+Closure contract.  The ascent pass needs the logits and labels, not the loss, so BiSAM calls
+``closure(objective)``: the closure must accept one optional argument and, when it is given,
+back-propagate ``objective(outputs, targets)`` instead of the loss (it still returns the detached
+training loss).  ``minimizers.make_closure`` does this::
+
+    def closure(objective=None):
+        outputs = model(inputs)
+        loss = criterion(outputs, targets)
+        (loss if objective is None else objective(outputs, targets)).backward()
+        return loss.detach()
+
+A closure that takes no argument raises ValueError (checked from its signature before any pass).
+Every other minimizer calls ``closure()`` only, so a plain loss-returning closure keeps working there.
+``targets`` must hold class indices (an integer tensor of shape (n,)); ``outputs`` the logits (n, K).
+"""
+import inspect
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .base import check_choice, check_rho
+from .gsam import check_nonneg
+from .sam import SAM, SAMAscent
+
+SURROGATES = ("tanh", "log")
+GAMMA = math.log(math.e - 1.0)
+
+
+def check_objective_closure(closure, who):
+    """ValueError unless ``closure`` can be called as ``closure(objective)``."""
+    try:
+        inspect.signature(closure).bind(None)
+    except TypeError:
+        raise ValueError(
+            f"{who} calls closure(objective): the closure must accept an optional argument `objective` and, "
+            "when given, back-propagate objective(outputs, targets) instead of the loss "
+            "(see minimizers.make_closure)") from None
+    except ValueError:      # no signature available (builtins, some C callables): trust the caller
+        pass
+
+
+def bisam_surrogate(phi="tanh", mu=10.0, alpha_tanh=0.1):
+    """objective(outputs, targets) -> Q, the BiSAM lower-bound surrogate (a scalar)."""
+    check_choice("phi", phi, SURROGATES)
+
+    def objective(outputs, targets):
+        if outputs.dim() != 2 or targets.dim() != 1 or targets.is_floating_point() or targets.is_complex():
+            raise ValueError("BiSAM needs logits of shape (n, K) and integer class labels of shape (n,), got "
+                             f"outputs {tuple(outputs.shape)} and targets {tuple(targets.shape)} {targets.dtype}")
+        margins = outputs - outputs.gather(1, targets.unsqueeze(1))
+        if phi == "tanh":
+            values = torch.tanh(alpha_tanh * margins)
+        else:
+            values = 1.0 - F.softplus(GAMMA - margins)
+        return (torch.logsumexp(mu * values, dim=1) / mu).mean()
+    return objective
+
+
+class BiSAM(SAM):
+    """SAM whose ascent gradient is that of the BiSAM surrogate Q.  Two gradient evaluations."""
+
+    gradient_evaluations = 2
+
+    def __init__(self, model, optimizer, rho=0.05, surrogate="tanh", mu=10.0, alpha_tanh=0.1, bn_policy="every"):
+        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=SAMAscent(check_rho(rho)))
+        self.surrogate = check_choice("surrogate", surrogate, (*SURROGATES, "ce"))
+        self.mu = check_nonneg("mu", mu)
+        if self.mu == 0.0:
+            raise ValueError("mu must be > 0, got 0")
+        self.alpha_tanh = check_nonneg("alpha_tanh", alpha_tanh)
+        self.objective = None if surrogate == "ce" else bisam_surrogate(surrogate, self.mu, self.alpha_tanh)
+
+    def step(self, closure):
+        if self.objective is not None:
+            check_objective_closure(closure, "BiSAM")
+        loss = self._evaluate(closure, objective=self.objective)    # grad Q(w); returns L(w)
+        self.ascent_step()
+        self._evaluate(closure, bn=self._perturbed_bn())            # grad L(w + eps)
+        self.descent_step()
+        return loss
