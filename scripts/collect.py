@@ -30,6 +30,7 @@ import csv
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 
@@ -95,12 +96,23 @@ def read_status_tsv(sweep_dir, cache):
     return records
 
 
-def pid_alive(pid):
+def runner_alive(record):
+    """Is the sweep process that recorded 'running' still alive?  Only knowable on the same host:
+    elsewhere (shared file system) the run is taken to be running."""
+    host = record.get("host")
+    if host and host != socket.gethostname():
+        return True
     try:
-        os.kill(int(pid), 0)
+        pid = int(record.get("runner_pid"))
+        os.kill(pid, 0)
     except (OSError, ValueError, TypeError):
         return False
-    return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return True
+    return b"bash" in cmdline and b"sweep" in cmdline  # else the pid was reused by another process
 
 
 def to_int(x):
@@ -197,8 +209,7 @@ def collect_run(run_dir, sweep, tsv_cache):
     elif s_status == "diverged" or exit_code == 3 or r_status == "diverged":
         status = "diverged"
     elif r_status == "running":
-        runner = (record or {}).get("runner_pid")
-        status = "running" if runner is not None and pid_alive(runner) else "interrupted"
+        status = "running" if runner_alive(record) else "interrupted"
     elif r_status in ("crashed", "interrupted"):
         status = r_status
     elif exit_code is not None and exit_code != 0:

@@ -19,6 +19,8 @@
 #   DRY_RUN=1       print the commands (and which runs would be skipped); run nothing.
 #   RETRY_DIVERGED=1  rerun diverged runs (the old run directory is moved to $SWEEP_DIR/.retired/).
 #   COLLECT=0       do not run scripts/collect.py at the end (default 1).
+#   HPARAMS_<MINIMIZER>  extra flags for one minimizer's runs (not in the run name), e.g.
+#                   HPARAMS_GSAM="--hparam rho_max=0.05";  RHO_<MINIMIZER> its rho (see default_rho).
 #   PYTHON          python interpreter (default python).
 #   TRAIN_SCRIPT    the training script (default <repo>/example_cifar.py; the tests use a stand-in).
 # Files written per sweep: $SWEEP_DIR/sweep.log (human-readable), $SWEEP_DIR/status.tsv (one line per
@@ -92,6 +94,7 @@ sweep_init() {  # call after the sweep script set its defaults (SWEEP_NAME at le
         echo "error: SWEEP_NAME='$SWEEP_NAME' must be letters, digits, '.', '_' or '-'" >&2; exit 2
     fi
     SWEEP_DIR="$RUNS_ROOT/$SWEEP_NAME"
+    SWEEP_HOST="$(hostname 2>/dev/null || uname -n)"
     # EXTRA is word-split like a shell command line (quotes respected, no globbing/expansion).
     SWEEP_EXTRA=()
     if [[ -n "${EXTRA// /}" ]]; then
@@ -117,12 +120,28 @@ sweep_init() {  # call after the sweep script set its defaults (SWEEP_NAME at le
 }
 
 # ---------------------------------------------------------------- helpers for sweep scripts
-# has_k / has_alpha: which minimizers take --k / --alpha (others ignore them, so they are left out
-# of the command and the run name).
+# Which minimizers take --k / --alpha / --rho (others ignore them, so they are left out of the
+# command and the run name).  GSAM / BilateralSAM have rho_max/rho_min instead of rho.
 minimizer_has_k() { [[ "$1" == Lookbehind_* || "$1" == Multistep_* || "$1" == Lookahead_* ]]; }
 minimizer_has_alpha() { [[ "$1" == Lookbehind_* || "$1" == Lookahead_* ]]; }
-minimizer_has_rho() { [[ "$1" != SGD && "$1" != Lookahead_SGD ]]; }
+minimizer_has_rho() {
+    case "$1" in SGD|Lookahead_SGD|GSAM|BilateralSAM|Lookbehind_GSAM) return 1 ;; esac
+    return 0
+}
 minimizer_is_asam() { [[ "$1" == *ASAM* ]]; }
+# The paper's SAM/ASAM family: these get RHO_SAM / RHO_ASAM; any other minimizer keeps its library
+# default rho unless RHO_<MINIMIZER> is set (e.g. RHO_SAMPa=0.05).
+minimizer_in_paper_family() {
+    case "$1" in SAM|ASAM|Multistep_SAM|Multistep_ASAM|Lookahead_SAM|Lookahead_ASAM|Lookbehind_SAM|Lookbehind_ASAM) return 0 ;; esac
+    return 1
+}
+default_rho() {  # MINIMIZER -> the rho to pass (may be empty = library default)
+    local var="RHO_$1"
+    if [[ -n "${!var:-}" ]]; then printf '%s' "${!var}"
+    elif minimizer_in_paper_family "$1"; then
+        if minimizer_is_asam "$1"; then printf '%s' "$RHO_ASAM"; else printf '%s' "$RHO_SAM"; fi
+    fi
+}
 
 # run_name DATASET MODEL MINIMIZER RHO K ALPHA SEED  (empty RHO/K/ALPHA are left out)
 run_name() {
@@ -146,6 +165,12 @@ add_run() {
     [[ -n "$rho" ]] && args+=(--rho "$rho")
     [[ -n "$k" ]] && args+=(--k "$k")
     [[ -n "$alpha" ]] && args+=(--alpha "$alpha")
+    # HPARAMS_<MINIMIZER>: extra flags for that minimizer only, e.g. HPARAMS_GSAM="--hparam rho_max=0.05"
+    local hvar="HPARAMS_$minimizer" hextra=()
+    if [[ -n "${!hvar:-}" ]]; then
+        eval "hextra=(${!hvar})" || { echo "error: cannot parse $hvar" >&2; exit 2; }
+        args+=("${hextra[@]}")
+    fi
     sweep_add "$(run_name "$dataset" "$model" "$minimizer" "$rho" "$k" "$alpha" "$seed")" "${args[@]}" "$@"
 }
 
@@ -195,10 +220,16 @@ device_env() {
     esac
 }
 
+sweep_pid_is_runner() {  # PID -> true if it is alive and (where /proc tells) a bash sweep process
+    kill -0 "$1" 2>/dev/null || return 1
+    [[ -r "/proc/$1/cmdline" ]] || return 0
+    tr '\0' ' ' < "/proc/$1/cmdline" | grep -q 'bash.*sweep'
+}
+
 write_json_status() {  # run_dir status exit_code device started ended seconds
     local tmp="$1/.sweep_status.json.tmp.$$"
-    printf '{"run_name": "%s", "sweep": "%s", "status": "%s", "exit_code": %s, "device": "%s", "started_at": "%s", "ended_at": "%s", "wall_seconds": %s, "runner_pid": %s}\n' \
-        "$(basename "$1")" "$SWEEP_NAME" "$2" "${3:-null}" "$4" "$5" "${6:-}" "${7:-null}" "$BASHPID" > "$tmp" \
+    printf '{"run_name": "%s", "sweep": "%s", "status": "%s", "exit_code": %s, "device": "%s", "started_at": "%s", "ended_at": "%s", "wall_seconds": %s, "runner_pid": %s, "host": "%s"}\n' \
+        "$(basename "$1")" "$SWEEP_NAME" "$2" "${3:-null}" "$4" "$5" "${6:-}" "${7:-null}" "$BASHPID" "$SWEEP_HOST" > "$tmp" \
         && mv -f "$tmp" "$1/sweep_status.json"
 }
 
@@ -239,7 +270,7 @@ run_one() {
     if ! mkdir "$run_dir/.lock" 2>/dev/null; then
         local other
         other="$(cat "$run_dir/.lock/pid" 2>/dev/null || true)"
-        if [[ -n "$other" ]] && kill -0 "$other" 2>/dev/null; then
+        if [[ -n "$other" ]] && sweep_pid_is_runner "$other"; then
             sweep_log "SKIP $name (being run by process $other)"
             return 0
         fi

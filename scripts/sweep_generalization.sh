@@ -9,6 +9,8 @@
 #   MINIMIZERS="SGD SAM ASAM Multistep_SAM Multistep_ASAM Lookahead_SAM Lookahead_ASAM Lookbehind_SAM Lookbehind_ASAM"
 #   SEEDS="0 1 2"  EPOCHS=200  RHO_SAM=0.05  RHO_ASAM=0.5
 #   LB_K=2 LB_ALPHA=-1 (Lookbehind; -1 = adaptive alpha)   MS_K=2 (Multistep)   LA_K=5 LA_ALPHA=0.5 (Lookahead)
+#   Other minimizers (GSAM, SAMPa, ...) may be added to MINIMIZERS: they keep their library defaults
+#   unless RHO_<NAME>=... or HPARAMS_<NAME>="--hparam key=value ..." is set.
 #   DEVICES="auto"  (e.g. "cuda:0 cuda:1", "cpu cpu")  DATA_DIR  EXTRA  DRY_RUN=1  RETRY_DIVERGED=1  COLLECT=0
 #   RUNS_ROOT=<repo>/runs  RESULTS_ROOT=<repo>/results  PYTHON=python
 # Finished runs are skipped, so rerunning the same command resumes the sweep.  Cost on one GPU: see
@@ -35,7 +37,7 @@ sweep_init
 
 while read -r dataset model; do
     for minimizer in $MINIMIZERS; do
-        rho="$RHO_SAM"; minimizer_is_asam "$minimizer" && rho="$RHO_ASAM"
+        rho="$(default_rho "$minimizer")"
         case "$minimizer" in
             Lookbehind_*) k="$LB_K"; alpha="$LB_ALPHA" ;;
             Multistep_*) k="$MS_K"; alpha="" ;;

@@ -38,7 +38,7 @@ fi
 
 while read -r dataset model; do
     for minimizer in $MINIMIZERS; do
-        rho="$RHO_SAM"; minimizer_is_asam "$minimizer" && rho="$RHO_ASAM"
+        rho="$(default_rho "$minimizer")"
         for k in $K_VALUES; do
             for alpha in $ALPHAS; do
                 for seed in $SEEDS; do
@@ -48,7 +48,7 @@ while read -r dataset model; do
         done
     done
     for minimizer in $BASELINES; do
-        rho="$RHO_SAM"; minimizer_is_asam "$minimizer" && rho="$RHO_ASAM"
+        rho="$(default_rho "$minimizer")"
         for seed in $SEEDS; do
             add_run "$dataset" "$model" "$minimizer" "$rho" "" "" "$seed" "$EPOCHS"
         done

@@ -142,13 +142,23 @@ def test_collect_single_seed_std_empty_and_errors(tmp_path, capsys):
     assert collect.main([str(empty), "--out", str(out)]) == 2
     assert "no run directories" in capsys.readouterr().err
     # running: record says running and its runner is alive; interrupted: runner gone
+    live = subprocess.Popen(["bash", "-c", "sleep 30; true # sweep"])  # looks like a sweep process
     make_run(str(root), "live", minimizer="SAM", seed=1, test_accs=[50], summary=False,
+             sweep_status={"status": "running", "exit_code": None, "runner_pid": live.pid})
+    make_run(str(root), "other_host", minimizer="SAM", seed=3, test_accs=[50], summary=False,
+             sweep_status={"status": "running", "exit_code": None, "runner_pid": 1, "host": "elsewhere-x"})
+    make_run(str(root), "pid_reused", minimizer="SAM", seed=4, test_accs=[50], summary=False,
              sweep_status={"status": "running", "exit_code": None, "runner_pid": os.getpid()})
     make_run(str(root), "dead", minimizer="SAM", seed=2, test_accs=[50], summary=False,
              sweep_status={"status": "running", "exit_code": None, "runner_pid": 2 ** 22 + 12345})
-    runs, _, _ = collect.collect([str(root)], "one", str(out), quiet=True)
+    try:
+        runs, _, _ = collect.collect([str(root)], "one", str(out), quiet=True)
+    finally:
+        live.kill()
+        live.wait()
     st = dict(zip(runs["run_name"], runs["status"]))
-    assert st == {"x": "completed", "live": "running", "dead": "interrupted"}
+    assert st == {"x": "completed", "live": "running", "dead": "interrupted", "other_host": "running",
+                  "pid_reused": "interrupted"}
 
 
 def test_tables(synthetic, tmp_path, capsys):
@@ -310,6 +320,13 @@ def test_queue_with_stand_in_trainer(tmp_path):
     assert p.returncode == 2 and "has no rho" in p.stderr
     p = sweep("sweep_rho.sh", tmp_path, env, ["bogus"])
     assert p.returncode == 2 and "unexpected argument" in p.stderr
+    # minimizers outside the paper's SAM/ASAM family keep their own rho unless told; per-minimizer flags
+    p = sweep("sweep_generalization.sh", tmp_path, {**env, "DRY_RUN": "1", "MINIMIZERS": "GSAM SAMPa SSAM_F",
+                                                    "HPARAMS_GSAM": "--hparam rho_max=0.1", "RHO_SSAM_F": "0.2"})
+    cmds = {ln.split("--minimizer ")[1].split()[0]: ln for ln in p.stdout.splitlines() if "--minimizer" in ln}
+    assert "--rho" not in cmds["GSAM"] and "--hparam rho_max=0.1" in cmds["GSAM"] and "_GSAM_s0 " in cmds["GSAM"]
+    assert "--rho" not in cmds["SAMPa"] and "--hparam" not in cmds["SAMPa"]
+    assert "--rho 0.2" in cmds["SSAM_F"] and "_SSAM_F_rho0.2_s0" in cmds["SSAM_F"]
     p = sweep("sweep_rho.sh", tmp_path, {}, ["--help"])
     assert p.returncode == 0 and "RHOS_SAM" in p.stdout
 
