@@ -25,6 +25,15 @@ ATOL = 1e-10
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and contention on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class TinyNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -601,3 +610,41 @@ def test_registry_has_every_variant_with_every_hyperparameter():
 def test_bad_arguments_raise(name, hp, message):
     with pytest.raises(ValueError, match=message):
         build(name, make_model(), **hp)
+
+
+# -------------------------------------------------------------------------------------------- CLI
+NEW_NAMES = ["GSAM", "SSAM_F", "SSAM_D", "BiSAM_tanh", "BiSAM_log", "SAMPa", "BilateralSAM", "Lookbehind_GSAM"]
+CLI_HPARAMS = {"GSAM": ["--hparam", "rho_max=0.05", "--hparam", "alpha_g=0.02", "--hparam", "lr_max=0.1"],
+               "SSAM_F": ["--rho", "0.05", "--hparam", "num_samples=16", "--hparam", "sparsity=0.9"],
+               "SSAM_D": ["--hparam", "T_end=1000", "--hparam", "drop_criterion=weight"],
+               "BiSAM_tanh": ["--hparam", "mu=5", "--hparam", "alpha_tanh=0.2"],
+               "BiSAM_log": ["--hparam", "mu=2"],
+               "SAMPa": ["--rho", "0.2", "--hparam", "lam=0.5"],
+               "BilateralSAM": ["--hparam", "anneal=false", "--hparam", "rho_min=0.01"],
+               "Lookbehind_GSAM": ["--k", "3", "--alpha", "-1", "--hparam", "rho_min=0.0"]}
+
+
+def test_cli_accepts_every_variant_and_its_hyperparameters():
+    example_cifar = pytest.importorskip("example_cifar")
+    for name in NEW_NAMES:
+        args = example_cifar.build_parser().parse_args(["--minimizer", name.lower(), *CLI_HPARAMS[name]])
+        assert args.minimizer == name
+        resolved, ignored = example_cifar.resolve_minimizer_hparams(args)
+        assert not ignored and set(resolved) == set(minimizers.hparams(name))
+        argv = CLI_HPARAMS[name]
+        for flag, value in zip(argv[::2], argv[1::2]):
+            key, _, text = value.partition("=") if flag == "--hparam" else (flag[2:], "", value)
+            assert str(resolved[key]).lower() == text.lower() or resolved[key] == float(text), (name, key)
+        build(name, make_model(), **resolved)
+
+
+@pytest.mark.parametrize("name", NEW_NAMES)
+def test_cli_trains_one_epoch(name, tmp_path):
+    """End to end on the offline sample (the closure's objective argument, the minimizer's checkpoint)."""
+    example_cifar = pytest.importorskip("example_cifar")
+    out = str(tmp_path / name)
+    code = example_cifar.main(["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", "16",
+                               "--batch_size", "8", "--epochs", "1", "--device", "cpu", "--minimizer", name,
+                               "--out", out, *(["--hparam", "num_samples=4"] if name == "SSAM_F" else [])])
+    assert code == 0
+    assert os.path.exists(os.path.join(out, "checkpoint.pt"))
