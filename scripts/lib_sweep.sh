@@ -58,6 +58,7 @@ sweep_parse_args() {
                 if [[ ! "$name" =~ ^[A-Z_][A-Z0-9_]*$ ]]; then
                     echo "error: bad variable assignment '$1'" >&2; exit 2
                 fi
+                # shellcheck disable=SC2163  # "$1" is NAME=value
                 export "$1" ;;
             *) echo "error: unexpected argument '$1' (use VAR=value, or '--' before example_cifar.py flags; -h for help)" >&2
                exit 2 ;;
