@@ -648,3 +648,14 @@ def test_cli_trains_one_epoch(name, tmp_path):
                                "--out", out, *(["--hparam", "num_samples=4"] if name == "SSAM_F" else [])])
     assert code == 0
     assert os.path.exists(os.path.join(out, "checkpoint.pt"))
+
+
+def test_minimizers_readme_lists_every_name_and_hyperparameter():
+    with open(os.path.join(REPO, "minimizers", "README.md")) as f:
+        rows = {line.split("|")[1].strip().split()[0].strip("`"): line for line in f if line.startswith("| `")}
+    for name in minimizers.available():
+        assert name in rows, name
+        for key, value in minimizers.hparams(name).items():
+            if key != "bn_policy":
+                assert f"`{key}=" in rows[name], (name, key)
+        assert minimizers.describe(name).passes.split()[0] in rows[name], name
