@@ -12,15 +12,17 @@ the best mean of each row is in bold (all tied cells after rounding); runs that 
 counted in the cell ("1 div."), never averaged in.  --metric best (default, what the original code
 prints: the best test accuracy over epochs) or final (test accuracy after the last epoch).
 
---paper CSV (columns dataset,model,minimizer,acc[,std]; minimizer names as in example_cifar.py, e.g.
-Lookbehind_SAM) puts the paper's number and our difference (ours − paper) beside each cell.  It is
-the user's to fill in from the paper; none is shipped.  If the grouped CSV holds several settings of
+--paper CSV (columns dataset,model,minimizer,acc[,std]; names matched leniently: CIFAR-10 = CIFAR10,
+WRN-28-2 = wrn28_2, Lookbehind-SAM = Lookbehind_SAM) puts the paper's number and our difference
+(ours − paper) beside each cell; paper rows matching no result are listed on stderr.  It is the
+user's to fill in from the paper; none is shipped.  If the grouped CSV holds several settings of
 one dataset/model/minimizer (e.g. a rho sweep), select one with --where rho=0.05 (repeatable).
 Errors the user can fix (missing file or columns, ambiguous cells) print one line and exit 2.
 """
 import argparse
 import math
 import os
+import re
 import sys
 import tempfile
 
@@ -103,8 +105,16 @@ def read_paper(path):
     out = {}
     for _, r in ref.iterrows():
         std = r["std"] if "std" in ref.columns else float("nan")
-        out[(str(r["dataset"]), str(r["model"]), str(r["minimizer"]))] = (float(r["acc"]), float(std))
+        try:
+            out[paper_key(r["dataset"], r["model"], r["minimizer"])] = (float(r["acc"]), float(std))
+        except (TypeError, ValueError):
+            raise UserError(f"{path}: acc/std must be numbers (row {dict(r)})") from None
     return out
+
+
+def paper_key(dataset, model, minimizer):
+    """Lenient matching: 'CIFAR-10'/'CIFAR10', 'WRN-28-2'/'wrn28_2', 'Lookbehind-SAM'/'Lookbehind_SAM'."""
+    return tuple(re.sub(r"[^a-z0-9]", "", str(x).lower()) for x in (dataset, model, minimizer))
 
 
 def fnum(x, digits):
@@ -121,7 +131,7 @@ def build_cells(df, metric, digits, paper):
         cell = {"mean": mean, "std": float(r[f"{metric}_test_acc_std"]),
                 "n": int(r[f"{metric}_test_acc_n"]), "n_runs": int(r["n_runs"]),
                 "n_diverged": int(r["n_diverged"]), "n_failed": int(r["n_failed"]), "bold": False,
-                "paper": paper.get((key[0], key[1], str(r["minimizer"]))) if paper else None}
+                "paper": paper.get(paper_key(key[0], key[1], r["minimizer"])) if paper else None}
         rows.setdefault(key, {})[str(r["minimizer"])] = cell
     for cells in rows.values():
         means = [round(c["mean"], digits) for c in cells.values() if not math.isnan(c["mean"])]
@@ -246,6 +256,12 @@ def make_tables(grouped_csv, metric="best", digits=2, paper_csv=None, where=None
     df = read_grouped(grouped_csv, metric, where)
     paper = read_paper(paper_csv) if paper_csv else None
     rows, order, minimizers = build_cells(df, metric, digits, paper)
+    if paper:
+        ours = {paper_key(d, m, mn) for (d, m), cells in rows.items() for mn in cells}
+        unmatched = sorted(set(paper) - ours)
+        if unmatched:
+            print(f"note: {len(unmatched)} paper row(s) match no result here: "
+                  + ", ".join("/".join(k) for k in unmatched), file=sys.stderr)
     return (markdown_table(rows, order, minimizers, metric, digits, df, paper),
             latex_table(rows, order, minimizers, metric, digits, df, paper))
 

@@ -165,8 +165,10 @@ def test_tables(synthetic, tmp_path, capsys):
     out = tmp_path / "results" / "gen"
     collect.main([str(synthetic), "--out", str(out), "--quiet"])
     paper = tmp_path / "paper.csv"
-    paper.write_text("dataset,model,minimizer,acc,std\nCIFAR10,resnet20,SAM,90.5,0.1\n")
+    paper.write_text("dataset,model,minimizer,acc,std\nCIFAR-10,ResNet-20,SAM,90.5,0.1\n"
+                     "CIFAR-100,ResNet-20,SAM,70.0,0.2\n")  # the second matches nothing here
     assert tables.main([str(out), "--metric", "final", "--paper", str(paper)]) == 0
+    assert "1 paper row(s) match no result here: cifar100/resnet20/sam" in capsys.readouterr().err
     md = (out / "table_final.md").read_text()
     lines = {ln.split("|")[2].strip(): ln for ln in md.splitlines() if ln.startswith("| CIFAR-10")}
     assert set(lines) == {"ResNet-20", "WRN-28-2"}
