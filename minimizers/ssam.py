@@ -6,7 +6,8 @@ round((1 - sparsity) * N) entries.  sparsity = 0 is SAM exactly (no mask is buil
 SSAM-F (``SSAM_F``): m keeps the entries with the largest empirical Fisher information
     F = sum over ``num_samples`` samples i of (grad_w CE(f(x_i), y_i))^2       (per-sample gradients)
 refreshed every ``mask_update_interval`` steps (starting at step 0).  The Fisher pass is one extra
-closure call ``closure(objective)`` (the closure contract of BiSAM, see ``minimizers.bisam``): the
+closure call ``closure(objective)`` at w, right after the clean pass (so the first call of a step is
+always the clean pass), with the closure contract of BiSAM (see ``minimizers.bisam``): the
 objective takes the per-sample gradients of the first samples of the batch from the logits, one
 ``torch.autograd.grad`` per sample, and back-propagates nothing else.  BatchNorm: during that pass
 every BatchNorm layer is put in eval mode, so per-sample gradients use the running statistics
@@ -122,9 +123,15 @@ class SSAMF(_SparseSAM):
         return 3 if self.fisher_pass_due() else 2
 
     def step(self, closure):
+        loss = self._evaluate(closure)                      # grad L(w): the clean pass comes first
         if self.fisher_pass_due():
-            self._fisher_pass(closure)
-        loss = super().step(closure)
+            _, params, grads = self._grads()
+            self._fisher_pass(closure)                      # at w too; BatchNorm untouched
+            for p, g in zip(params, grads):                 # give the clean gradients back
+                p.grad = g
+        self.ascent_step()
+        self._evaluate(closure, bn=self._perturbed_bn())
+        self.descent_step()
         self.steps += 1
         return loss
 

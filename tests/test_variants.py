@@ -266,13 +266,6 @@ def split_flat(ref, flat):
     return out
 
 
-def masked_sam_step(ref, batch, rho, mask):
-    w = ref.weights
-    g = ref.grad(w, batch)
-    eps = {n: e * mask[n] for n, e in ref.sam_eps(g, rho).items()}
-    ref.weights = ref.sgd(w, ref.grad(ref.add(w, eps), batch, clean=False))
-
-
 @pytest.mark.parametrize("num_samples,interval", [(4, 3), (10, 4)])
 def test_ssam_f_matches_reference(num_samples, interval):
     rho, sparsity = 0.1, 0.6
@@ -284,15 +277,18 @@ def test_ssam_f_matches_reference(num_samples, interval):
     mask = {n: torch.ones_like(w) for n, w in ref.weights.items()}
     collected, fisher = 0, None
     for t, batch in enumerate(batches):
+        w = ref.weights
+        g = ref.grad(w, batch)                                # the clean pass comes first
         if t % interval == 0 or fisher is not None:          # a Fisher sum may span several steps
             count = min(batch[1].shape[0], num_samples - collected)
-            part = reference_fisher(ref, ref.weights, [(batch, count)])    # at this step's weights
+            part = reference_fisher(ref, w, [(batch, count)])    # at w, BN running statistics as now
             fisher = part if fisher is None else {n: fisher[n] + part[n] for n in ref.names}
             collected += count
             if collected >= num_samples:
                 mask = top_mask(ref, fisher, keep)
                 fisher, collected = None, 0
-        masked_sam_step(ref, batch, rho, mask)
+        eps = {n: e * mask[n] for n, e in ref.sam_eps(g, rho).items()}
+        ref.weights = ref.sgd(w, ref.grad(ref.add(w, eps), batch, clean=False))
     assert_matches(model, ref)
     assert int(m.mask_flat.sum()) == keep
 
