@@ -10,8 +10,9 @@ With logits f(x) (batch n x K) and labels y, the margins F_j = f(x)_j - f(x)_y (
     base optimizer step from w with grad L(w + eps)          (L = the closure's training loss)
 
 Vectorised over the batch (one gather, one logsumexp).  Defaults: rho=0.05 (the authors' CIFAR-10
-setting, SAM's), mu=10 and alpha_tanh=0.1 for tanh, mu=1 for log (the defaults of the surrogate functions in
-the authors' code, LIONS-EPFL/BiSAM loss_fnc.py).  ``surrogate="ce"`` (not registered; for tests) makes
+command, SAM's), mu=10 and alpha_tanh=0.1 for tanh, mu=1 for log: the defaults of the surrogate
+functions in the authors' code (LIONS-EPFL/BiSAM loss_fnc.py).  Caveat: the authors' train.py passes
+its --mu flag (default 1.0) to both surrogates, so their script's out-of-the-box tanh run uses mu=1.  ``surrogate="ce"`` (not registered; for tests) makes
 the ascent use the training loss itself, which is SAM exactly.
 
 Closure contract.  The ascent pass needs the logits and labels, not the loss, so BiSAM calls

@@ -20,9 +20,12 @@ skipped, the perturbation is the SAM expression), which the tests check bit for 
 The orthogonal part uses the projection coefficient <g, g_p>/||g_p||^2; the GSAM code writes the same
 quantity as cos(g, g_p) * ||g|| / ||g_p|| (its 1e-12 guards differ from our 1e-16 only in rounding).
 
-Defaults (registry): rho_max=0.04, rho_min=0.02, alpha_g=0.01 -- the paper's ResNet setting (ImageNet;
-the paper has no CIFAR table for plain GSAM; the authors' PyTorch CIFAR example uses adaptive GSAM
-with rho=2.0, alpha=0.2, i.e. an ASAM-style perturbation).
+Defaults (registry): rho_max=0.04, rho_min=0.02, alpha_g=0.01.  Source: the values a public PyTorch
+reimplementation uses for ResNets (non-adaptive GSAM), which we read as the paper's ResNet/ImageNet
+setting; not checked against the paper's table here.  The paper has no CIFAR setting for plain GSAM;
+the authors' PyTorch CIFAR example (juntang-zhuang/GSAM, example/train.py) runs *adaptive* GSAM with
+rho_max=rho_min=2.0, alpha=0.2 and a linearly decaying rho, an ASAM-style perturbation we do not
+register.  Sweep rho_max/alpha_g for CIFAR.
 
 The ascent rule ``GSAMAscent`` also plugs into ``Lookbehind`` (``Lookbehind_GSAM``): it sets
 ``needs_previous_gradient`` and provides ``descent_gradient(previous, grads)``, which Lookbehind

@@ -28,8 +28,11 @@ is in ``state_dict`` together with the mask and the step counter.
 Epochs vs steps: the paper refreshes the mask every few *epochs*; ``step`` cannot know the epoch
 length, so intervals are in steps: mask_update_interval = update_freq_epochs * steps_per_epoch and
 T_end = epochs * steps_per_epoch.  The defaults (1955 and 78200) are 5 and 200 epochs of CIFAR at
-batch 128 (391 steps per epoch).  Other defaults (paper, CIFAR-10): rho=0.1, sparsity=0.5,
-num_samples=128 (SSAM-F), drop_rate=0.5 (SSAM-D).
+batch 128 (391 steps per epoch).  Other defaults (CIFAR-10): rho=0.1 (the authors' scripts,
+Mi-Peng/Sparse-Sharpness-Aware-Minimization configs/train.sh), sparsity=0.5, num_samples=128 and a
+5-epoch refresh (values in the same scripts' grids); drop_rate=0.5 and the gradient-drop/random-grow
+criteria for SSAM-D are our reading of the paper, not checked against its code (not public in the
+stored repository).
 """
 import math
 
