@@ -261,4 +261,4 @@ class SSAMD(_SparseSAM):
 
     def _load_extra_state(self, state):
         super()._load_extra_state(state)
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())    # map_location may have moved it

@@ -655,3 +655,20 @@ def test_minimizers_readme_lists_every_name_and_hyperparameter():
             if key != "bn_policy":
                 assert f"`{key}=" in rows[name], (name, key)
         assert minimizers.describe(name).passes.split()[0] in rows[name], name
+
+
+def test_ssam_d_state_loads_after_map_location_and_cli_resume_matches(tmp_path):
+    """SSAM-D through the CLI: 2 epochs straight == 1 epoch + resume (mask, generator, step counter)."""
+    example_cifar = pytest.importorskip("example_cifar")
+    common = ["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", "16", "--batch_size", "8",
+              "--device", "cpu", "--minimizer", "SSAM_D", "--hparam", "mask_update_interval=1",
+              "--hparam", "T_end=100"]
+    straight, split = str(tmp_path / "straight"), str(tmp_path / "split")
+    assert example_cifar.main([*common, "--epochs", "2", "--out", straight]) == 0
+    assert example_cifar.main([*common, "--epochs", "1", "--out", split]) == 0
+    assert example_cifar.main(["--epochs", "2", "--out", split, "--resume"]) == 0     # settings from config.json
+    a = torch.load(os.path.join(straight, "checkpoint.pt"), weights_only=True)
+    b = torch.load(os.path.join(split, "checkpoint.pt"), weights_only=True)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert torch.equal(a["minimizer"]["minimizer"]["mask"], b["minimizer"]["minimizer"]["mask"])
