@@ -14,7 +14,10 @@ every BatchNorm layer is put in eval mode, so per-sample gradients use the runni
 (a batch of one sample has no batch statistics) and the running statistics are not touched.  When
 the batch holds fewer than ``num_samples`` samples, the Fisher sum continues over the next steps
 (one extra pass each) and the new mask applies once ``num_samples`` samples are in.  Passes per step:
-2, plus 1 on Fisher steps.  Until the first mask is complete, the mask keeps everything (SAM).
+2, plus 1 on Fisher steps.  Cost of a Fisher step: one forward and ``num_samples`` backward passes
+through the batch's graph (a per-sample loop; vmap would need num_samples x the activation memory),
+i.e. about num_samples / mask_update_interval extra backward passes per step on average (~7% with
+the defaults).  Until the first mask is complete, the mask keeps everything (SAM).
 
 SSAM-D (``SSAM_D``): m starts random (``seed``); every ``mask_update_interval`` steps t (t > 0) while
 t < ``T_end``, n = floor(d_t * n_keep) entries are dropped and n grown, with the cosine-annealed rate
