@@ -12,7 +12,7 @@ results/<sweep>/, sweep = name of the first root):
                crashed | interrupted | running | incomplete | invalid), exit_code, epochs_completed,
                final_test_acc, best_test_acc, best_epoch, final_train_loss, wall_seconds, run_dir, problem.
   grouped.csv  one row per setting (all settings but the seed): n_runs, n_completed, n_diverged,
-               n_failed (crashed/interrupted/running/...), seeds, and for final_test_acc, best_test_acc
+               n_running (running or incomplete), n_failed (crashed, interrupted, invalid), seeds, and for final_test_acc, best_test_acc
                and wall_seconds the mean, std (sample std, ddof=1; empty for n=1) and n over the
                completed runs.
   curves.csv   every epoch of every run's metrics.csv (long format) with the run's settings (a setting
@@ -272,7 +272,8 @@ def group_runs(runs):
         out["n_runs"] = len(part)
         out["n_completed"] = int((status == "completed").sum())
         out["n_diverged"] = int((status == "diverged").sum())
-        out["n_failed"] = int(len(part) - out["n_completed"] - out["n_diverged"])
+        out["n_running"] = int(status.isin(["running", "incomplete"]).sum())  # not finished (yet)
+        out["n_failed"] = int(len(part) - out["n_completed"] - out["n_diverged"] - out["n_running"])
         if "seed" in part.columns:
             seeds = sorted(part["seed"].dropna().tolist(), key=lambda s: (str(type(s)), s))
             out["seeds"] = " ".join(str(int(s)) if isinstance(s, float) and s.is_integer() else str(s)

@@ -8,8 +8,8 @@ Reads <results dir>/grouped.csv (written by scripts/collect.py) and writes <resu
 and table_<metric>.tex (also printing the Markdown).  Rows: dataset / model; columns: minimizers
 (paper order: SGD, SAM, ASAM, Multistep, Lookahead, Lookbehind; others after).  Each cell is
 "mean ± std (n)" of the test accuracy over the completed seeds (std: sample std; "–" when n = 1);
-the best mean of each row is in bold (all tied cells after rounding); runs that diverged or failed are
-counted in the cell ("1 div."), never averaged in.  --metric best (default, what the original code
+the best mean of each row is in bold (all tied cells after rounding); runs that diverged, failed or
+are still running are counted in the cell ("1 div.", "1 failed", "1 running"), never averaged in.  --metric best (default, what the original code
 prints: the best test accuracy over epochs) or final (test accuracy after the last epoch).
 
 --paper CSV (columns dataset,model,minimizer,acc[,std]; names matched leniently: CIFAR-10 = CIFAR10,
@@ -130,7 +130,9 @@ def build_cells(df, metric, digits, paper):
         mean = float(r[f"{metric}_test_acc_mean"])
         cell = {"mean": mean, "std": float(r[f"{metric}_test_acc_std"]),
                 "n": int(r[f"{metric}_test_acc_n"]), "n_runs": int(r["n_runs"]),
-                "n_diverged": int(r["n_diverged"]), "n_failed": int(r["n_failed"]), "bold": False,
+                "n_diverged": int(r["n_diverged"]), "n_failed": int(r["n_failed"]),
+                "n_running": int(r["n_running"]) if "n_running" in r and not pd.isna(r["n_running"]) else 0,
+                "bold": False,
                 "paper": paper.get(paper_key(key[0], key[1], r["minimizer"])) if paper else None}
         rows.setdefault(key, {})[str(r["minimizer"])] = cell
     for cells in rows.values():
@@ -149,6 +151,8 @@ def notes(cell):
         parts.append(f"{cell['n_diverged']} div.")
     if cell["n_failed"]:
         parts.append(f"{cell['n_failed']} failed")
+    if cell["n_running"]:
+        parts.append(f"{cell['n_running']} running")
     return parts
 
 
@@ -206,7 +210,7 @@ def caption(metric, df, paper, latex=False):
         if ep:
             epochs = f", {'/'.join(str(e) for e in ep)} epoch{'' if ep == [1] else 's'}"
     text = (f"Generalization: {what} (%){epochs}; mean ± std (n completed seeds); best mean per row in bold; "
-            f"diverged/failed runs are counted, not averaged.")
+            f"diverged, failed and running runs are counted, not averaged.")
     if paper:
         text += (" Each cell: ours / paper (Δ = ours − paper)." if latex
                  else " 'paper' = reported value, Δ = ours − paper.")

@@ -152,13 +152,17 @@ def test_collect_single_seed_std_empty_and_errors(tmp_path, capsys):
     make_run(str(root), "dead", minimizer="SAM", seed=2, test_accs=[50], summary=False,
              sweep_status={"status": "running", "exit_code": None, "runner_pid": 2 ** 22 + 12345})
     try:
-        runs, _, _ = collect.collect([str(root)], "one", str(out), quiet=True)
+        runs, grouped, _ = collect.collect([str(root)], "one", str(out), quiet=True)
     finally:
         live.kill()
         live.wait()
     st = dict(zip(runs["run_name"], runs["status"]))
     assert st == {"x": "completed", "live": "running", "dead": "interrupted", "other_host": "running",
                   "pid_reused": "interrupted"}
+    g = grouped.iloc[0]
+    assert (g["n_runs"], g["n_completed"], g["n_running"], g["n_failed"]) == (5, 1, 2, 2)
+    assert tables.main([str(out), "--metric", "final"]) == 0
+    assert "**60.00 ± –** (1) [2 failed, 2 running]" in (out / "table_final.md").read_text()
 
 
 def test_tables(synthetic, tmp_path, capsys):
