@@ -121,8 +121,9 @@ def model_name(text):
 
 
 def build_parser():
-    parser = Parser(description="Train a CIFAR model with one minimizer; see the module docstring.",
-                    allow_abbrev=False, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = Parser(description="Train a CIFAR ResNet/WRN with one minimizer and write run records "
+                                "(config.json, metrics.csv, summary.json, checkpoint.pt, curves.png) to --out.",
+                    allow_abbrev=False)
 
     def flag(name, **kwargs):
         # The authors' underscore names, plus dash aliases (--weight-decay == --weight_decay).
@@ -130,22 +131,22 @@ def build_parser():
         parser.add_argument(*names, dest=name, **kwargs)
 
     flag("dataset", default="CIFAR10", type=lookup(data.canonical_dataset_name),
-         help=f"one of {', '.join(data.available_datasets())}")
-    flag("data_dir", default="./data", help="where the CIFAR 'python version' folders live / are downloaded")
+         help=f"one of {', '.join(data.available_datasets())} (default %(default)s)")
+    flag("data_dir", default="./data", help="folder holding (or receiving) the CIFAR 'python version' folders (default %(default)s)")
     flag("download", default=True, action=argparse.BooleanOptionalAction,
-         help="download CIFAR-10/100 when missing (--no-download: fail with instructions instead)")
-    flag("model", default="resnet34", type=lookup(model_name), help=f"one of {', '.join(models.available_models())}")
+         help="download CIFAR-10/100 when missing (default); --no-download fails with instructions instead")
+    flag("model", default="resnet34", type=lookup(model_name), help=f"one of {', '.join(models.available_models())} (default %(default)s)")
     flag("minimizer", default="Lookbehind_SAM", type=lookup(minimizers.canonical_name),
-         help=f"one of {', '.join(minimizers.available())} (case-insensitive)")
-    flag("lr", default=0.1, type=finite_float(strictly_positive=True), help="initial learning rate")
-    flag("momentum", default=0.9, type=finite_float(minimum=0.0))
-    flag("weight_decay", default=5e-4, type=finite_float(minimum=0.0))
-    flag("batch_size", default=128, type=positive_int)
-    flag("epochs", default=200, type=positive_int)
+         help=f"one of {', '.join(minimizers.available())} (case-insensitive; default %(default)s)")
+    flag("lr", default=0.1, type=finite_float(strictly_positive=True), help="initial learning rate (default %(default)s)")
+    flag("momentum", default=0.9, type=finite_float(minimum=0.0), help="SGD momentum (default %(default)s)")
+    flag("weight_decay", default=5e-4, type=finite_float(minimum=0.0), help="SGD weight decay (default %(default)s)")
+    flag("batch_size", default=128, type=positive_int, help="training batch size (default %(default)s)")
+    flag("epochs", default=200, type=positive_int, help="training epochs (default %(default)s)")
     flag("schedule", default="multistep", choices=["multistep", "cosine"],
-         help="multistep: lr x gamma at each milestone epoch (the authors'); cosine: to 0 over --epochs")
-    flag("milestones", default=[50, 100, 150], type=positive_int, nargs="+", help="multistep milestone epochs")
-    flag("gamma", default=0.1, type=finite_float(strictly_positive=True), help="multistep decay factor")
+         help="multistep (default): lr x gamma at each milestone, as the authors; cosine: to 0 over --epochs")
+    flag("milestones", default=[50, 100, 150], type=positive_int, nargs="+", help="multistep milestone epochs (default 50 100 150)")
+    flag("gamma", default=0.1, type=finite_float(strictly_positive=True), help="multistep decay factor (default %(default)s)")
     flag("rho", default=None, type=finite_float(),
          help="perturbation radius (default: the library's, 0.05 for SAM-type, 0.5 for ASAM-type)")
     flag("eta", default=None, type=finite_float(), help="ASAM's eta (library default 0.01)")
@@ -165,12 +166,13 @@ def build_parser():
          help="Multistep: split rho over the k ascent steps (default: off)")
     flag("hparam", default=[], action="append", metavar="KEY=VALUE",
          help="any other hyperparameter of the minimizer (repeatable), typed like its default")
-    flag("seed", default=0, type=integer)
-    flag("device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
-    flag("precision", default="fp32", choices=["fp32", "bf16"], help="bf16: autocast around the forward pass")
-    flag("channels_last", default=False, action="store_true", help="channels_last memory format")
+    flag("seed", default=0, type=integer, help="model init and data order (default %(default)s)")
+    flag("device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
+         help="auto (default): cuda, else mps, else cpu")
+    flag("precision", default="fp32", choices=["fp32", "bf16"], help="fp32 (default), or bf16 autocast around the forward pass")
+    flag("channels_last", default=False, action="store_true", help="model and inputs in channels_last memory format")
     flag("compile", default=False, action="store_true", help="torch.compile the model")
-    flag("train_subset", default=None, type=positive_int, help="train on the first N training images only")
+    flag("train_subset", default=None, type=positive_int, help="train on the first N training images only (quick runs)")
     flag("out", default=None, help="run directory (default: runs/<dataset>_<model>_<minimizer>[_hparams]_s<seed>)")
     flag("resume", default=False, action="store_true", help="continue the run in --out from its checkpoint")
     return parser
@@ -289,6 +291,7 @@ def plot_curves(path, rows, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
@@ -299,6 +302,8 @@ def plot_curves(path, rows, title):
     ax_acc.plot(epochs, [r["test_acc"] for r in rows], label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax_loss.set_yscale("log")  # early losses can be orders of magnitude above the final ones
+    ax_loss.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax_loss.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
     for ax in (ax_loss, ax_acc):
         ax.xaxis.get_major_locator().set_params(integer=True)
         for line in ax.lines:
@@ -608,6 +613,10 @@ def main(argv=None):
         message = " ".join(str(exc).split())  # one line
         print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # The last checkpoint is intact (atomic writes) and the summary still says "running".
+        print("interrupted; continue with --resume (same --out)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
