@@ -96,6 +96,14 @@ def positive_int(text):
     return value
 
 
+def batch_count(text):
+    """An image count for a training batch or subset: BatchNorm needs 2+ images per batch."""
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2 (BatchNorm needs two images per batch), got {text}")
+    return value
+
+
 def integer(text):
     try:
         return int(text)
@@ -141,7 +149,7 @@ def build_parser():
     flag("lr", default=0.1, type=finite_float(strictly_positive=True), help="initial learning rate (default %(default)s)")
     flag("momentum", default=0.9, type=finite_float(minimum=0.0), help="SGD momentum (default %(default)s)")
     flag("weight_decay", default=5e-4, type=finite_float(minimum=0.0), help="SGD weight decay (default %(default)s)")
-    flag("batch_size", default=128, type=positive_int, help="training batch size (default %(default)s)")
+    flag("batch_size", default=128, type=batch_count, help="training batch size (default %(default)s)")
     flag("epochs", default=200, type=positive_int, help="training epochs (default %(default)s)")
     flag("schedule", default="multistep", choices=["multistep", "cosine"],
          help="multistep (default): lr x gamma at each milestone, as the authors; cosine: to 0 over --epochs")
@@ -172,7 +180,7 @@ def build_parser():
     flag("precision", default="fp32", choices=["fp32", "bf16"], help="fp32 (default), or bf16 autocast around the forward pass")
     flag("channels_last", default=False, action="store_true", help="model and inputs in channels_last memory format")
     flag("compile", default=False, action="store_true", help="torch.compile the model")
-    flag("train_subset", default=None, type=positive_int, help="train on the first N training images only (quick runs)")
+    flag("train_subset", default=None, type=batch_count, help="train on the first N training images only (quick runs)")
     flag("out", default=None, help="run directory (default: runs/<dataset>_<model>_<minimizer>[_hparams]_s<seed>)")
     flag("resume", default=False, action="store_true", help="continue the run in --out from its checkpoint")
     return parser
@@ -535,7 +543,10 @@ def run(argv):
     elif args.resume:
         print(f"note: no checkpoint in {out}; starting the run from scratch", file=sys.stderr)
 
-    os.makedirs(out, exist_ok=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the run directory {out}: {exc.strerror or exc}") from None
     config = {key: value for key, value in vars(args).items()}
     config["device"] = device.type
     config["minimizer_hparams"] = minimizer_hparams

@@ -211,6 +211,8 @@ def call_main(capsys, *argv):
     (["--lr", "nan"], "--lr"),
     (["--lr", "-0.1"], "--lr"),
     (["--batch_size", "0"], "--batch_size"),
+    (["--batch_size", "1"], "BatchNorm"),
+    (["--k", "2.5"], "--k"),
     (["--epochs", "1.5"], "--epochs"),
     (["--device", "tpu"], "--device"),
     (["--passes", "three"], "--passes"),
@@ -228,6 +230,13 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, fragment):
     assert_one_error_line(output.err)
     assert fragment in output.err
     assert not os.path.exists(tmp_path / "run" / "summary.json")
+
+
+def test_unusable_run_directory(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    code, output = call_main(capsys, *SMALL, "--epochs", "1", "--out", str(tmp_path / "file" / "run"))
+    assert code == 2 and "run directory" in output.err
+    assert_one_error_line(output.err)
 
 
 def test_missing_cifar100_without_network(capsys, tmp_path, monkeypatch):
