@@ -209,3 +209,46 @@ def test_test_images_are_only_normalized(sample):
     assert [len(y) for _, y in data.test_batches(sample, 300)] == [300, 300, 300, 100]
     channels_last = next(data.test_batches(sample, 300, channels_last=True))[0]
     assert channels_last.is_contiguous(memory_format=torch.channels_last)
+
+
+def write_cifar100_folder(root, images=6):
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("train", "test"):
+        batch = {"data": rng.integers(0, 256, (images, 3072), dtype=np.uint8),
+                 "fine_labels": rng.integers(0, 100, images).tolist(),
+                 "coarse_labels": rng.integers(0, 20, images).tolist()}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    return folder
+
+
+def test_cifar100_uses_fine_labels(tmp_path):
+    folder = write_cifar100_folder(tmp_path)
+    with open(folder / "train", "rb") as f:
+        expected = pickle.load(f)["fine_labels"]
+    dataset = data.load_dataset("CIFAR100", str(tmp_path), download=False)
+    assert dataset.num_classes == 100 and dataset.train_labels.tolist() == expected
+    assert torch.allclose(dataset.mean.flatten(), torch.tensor(data.CIFAR100_MEAN))
+
+
+def test_archive_in_data_dir_is_verified_and_extracted_without_network(tmp_path, monkeypatch):
+    import hashlib
+    import tarfile
+    staging = tmp_path / "staging"
+    write_cifar100_folder(staging)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    archive = data_dir / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(staging / "cifar-100-python", arcname="cifar-100-python")
+    monkeypatch.setitem(data.DATASETS["CIFAR100"], "url", "http://127.0.0.1:9/cifar-100-python.tar.gz")
+    monkeypatch.setitem(data.DATASETS["CIFAR100"], "md5", hashlib.md5(archive.read_bytes()).hexdigest())
+    dataset = data.load_dataset("CIFAR100", str(data_dir))
+    assert dataset.train_images.shape == (6, 3, 32, 32)
+    # A wrong checksum means the archive is not trusted: it is fetched again, which fails offline.
+    (data_dir / "cifar-100-python" / "train").unlink()
+    monkeypatch.setitem(data.DATASETS["CIFAR100"], "md5", "0" * 32)
+    with pytest.raises(data.DataError, match="download failed"):
+        data.load_dataset("CIFAR100", str(data_dir))
