@@ -482,7 +482,11 @@ def run(argv):
                  if key not in RECORD_KEYS and key not in RESUME_MAY_CHANGE - {"epochs", "data_dir", "compile"}}
         # argparse only fills in defaults for attributes the namespace lacks, so this gives the saved
         # settings overridden by whatever was typed now.
+        typed_hparams = args.hparam
+        flags["hparam"] = list(flags.get("hparam") or [])
         args = parser.parse_args(argv, namespace=argparse.Namespace(**flags))
+        # --hparam appends: typed entries replace the saved list instead of being added to it.
+        args.hparam = typed_hparams or flags["hparam"]
     args.out = out
 
     minimizer_hparams, ignored_flags = resolve_minimizer_hparams(args)

@@ -302,3 +302,18 @@ def test_lr_schedules_match_torch():
         for _ in range(args.epochs):
             assert ours_opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
             ours_opt.step(), ref_opt.step(), ours.step(), ref.step()
+
+
+def test_resume_with_the_same_hparam_command(tmp_path, capsys):
+    """A sweep resumes with its full command line: repeated --hparam entries must not pile up."""
+    out = str(tmp_path / "gsam")
+    command = [*SMALL, "--train_subset", "128", "--minimizer", "GSAM", "--hparam", "alpha_g=0.02",
+               "--epochs", "1", "--out", out]
+    assert call_main(capsys, *command)[0] == 0
+    code, output = call_main(capsys, *command[:-4], "--epochs", "2", "--out", out, "--resume")
+    assert code == 0, output.err
+    assert read_json(os.path.join(out, "config.json"))["hparam"] == ["alpha_g=0.02"]
+    assert read_json(os.path.join(out, "summary.json"))["epochs_completed"] == 2
+    code, output = call_main(capsys, "--out", out, "--resume", "--epochs", "3", "--hparam", "alpha_g=0.5")
+    assert code == 2 and "hparam" in output.err
+    assert_one_error_line(output.err)
