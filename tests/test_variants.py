@@ -646,8 +646,8 @@ def test_cli_trains_one_epoch(name, tmp_path):
     assert os.path.exists(os.path.join(out, "checkpoint.pt"))
 
 
-def test_minimizers_readme_lists_every_name_and_hyperparameter():
-    with open(os.path.join(REPO, "minimizers", "README.md")) as f:
+def test_readme_minimizer_table_lists_every_name_and_hyperparameter():
+    with open(os.path.join(REPO, "README.md")) as f:
         rows = {line.split("|")[1].strip().split()[0].strip("`"): line for line in f if line.startswith("| `")}
     for name in minimizers.available():
         assert name in rows, name
