@@ -7,102 +7,18 @@ updated at every pass), so the comparison also covers the k+1-pass optimisation 
 """
 import copy
 import io
-import math
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import minimizers
-
-LR, MOMENTUM, WD = 0.05, 0.9, 5e-4
-ATOL = 1e-10
-
-
-# --------------------------------------------------------------------------------------- fixtures
-class TinyNet(nn.Module):
-    """Conv (weight+bias) -> BatchNorm -> ReLU -> Linear: names with and without 'weight'."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4 * 6 * 6, 5)
-
-    def forward(self, x):
-        return self.fc(F.relu(self.bn(self.conv(x))).flatten(1))
-
-
-def make_model(seed=0):
-    torch.manual_seed(seed)
-    return TinyNet().double()
-
-
-def make_batches(n=8, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(6, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 5, (6,), generator=g))
-            for _ in range(n)]
-
-
-def build(name, model, **hparams):
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
-    return minimizers.create(name, model, opt, **hparams)
-
-
-def run(minimizer, model, batches):
-    for x, y in batches:
-        minimizer.step(minimizers.make_closure(model, F.cross_entropy, x, y))
+from reference import Reference, assert_matches, build, forbid_host_sync, make_batches, make_model, run
 
 
 # -------------------------------------------------------------------------------------- reference
-class Reference:
-    """Naive implementation of each algorithm on a dict of named parameters."""
-
-    def __init__(self, seed=0, bn_policy="every"):
-        self.net = make_model(seed)
-        self.names = [n for n, _ in self.net.named_parameters()]
-        self.weights = {n: p.detach().clone() for n, p in self.net.named_parameters()}
-        self.momentum = {}
-        self.bn_policy = bn_policy
-        self.passes = 0
-
-    def grad(self, point, batch, clean):
-        """Gradient of the batch loss at ``point``; BN buffers updated unless the policy forbids it."""
-        self.passes += 1
-        bn_saved = {k: v.clone() for k, v in self.net.named_buffers()}
-        with torch.no_grad():
-            for n, p in self.net.named_parameters():
-                p.copy_(point[n])
-        x, y = batch
-        loss = F.cross_entropy(self.net(x), y)
-        grads = torch.autograd.grad(loss, list(self.net.parameters()))
-        if self.bn_policy == "clean" and not clean:
-            with torch.no_grad():
-                for k, v in self.net.named_buffers():
-                    v.copy_(bn_saved[k])
-        return dict(zip(self.names, grads))
-
-    def sgd(self, theta, grad):
-        new = {}
-        for n in self.names:
-            d = grad[n] + WD * theta[n]
-            buf = d.clone() if n not in self.momentum else MOMENTUM * self.momentum[n] + d
-            self.momentum[n] = buf
-            new[n] = theta[n] - LR * buf
-        return new
-
-    def eps(self, point, grad, rho, family, eta=0.01):
-        if family == "SAM":
-            norm = math.sqrt(sum(float((grad[n] ** 2).sum()) for n in self.names))
-            return {n: rho * grad[n] / (norm + 1e-16) for n in self.names}
-        t = {n: (point[n].abs() + eta) if "weight" in n else torch.ones_like(point[n]) for n in self.names}
-        norm = math.sqrt(sum(float(((t[n] * grad[n]) ** 2).sum()) for n in self.names))
-        return {n: rho * t[n] ** 2 * grad[n] / (norm + 1e-16) for n in self.names}
-
-    @staticmethod
-    def add(a, b, scale=1.0):
-        return {n: a[n] + scale * b[n] for n in a}
+class MinimizerReference(Reference):
+    """The paper's algorithms and baselines, step by step, on the naive building blocks."""
 
     # ---- algorithms: each updates self.weights (the model's weights) for one step on ``batch``
     def sgd_step(self, batch):
@@ -146,17 +62,9 @@ class Reference:
         self.weights = self.sgd(phi, d)
 
 
-def assert_matches(model, ref, atol=ATOL):
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.detach(), ref.weights[n], atol=atol, rtol=0, msg=f"parameter {n}")
-    ref_buffers = dict(ref.net.named_buffers())
-    for n, b in model.named_buffers():
-        torch.testing.assert_close(b, ref_buffers[n], atol=atol, rtol=0, msg=f"BN buffer {n}")
-
-
 # ------------------------------------------------------------------------------------------ tests
 def test_sgd_matches_reference():
-    model, ref, batches = make_model(), Reference(), make_batches()
+    model, ref, batches = make_model(), MinimizerReference(), make_batches()
     run(build("SGD", model), model, batches)
     for b in batches:
         ref.sgd_step(b)
@@ -166,7 +74,7 @@ def test_sgd_matches_reference():
 @pytest.mark.parametrize("family,rho", [("SAM", 0.05), ("ASAM", 0.5)])
 @pytest.mark.parametrize("bn_policy", ["every", "clean"])
 def test_sam_asam_match_reference(family, rho, bn_policy):
-    model, ref, batches = make_model(), Reference(bn_policy=bn_policy), make_batches()
+    model, ref, batches = make_model(), MinimizerReference(bn_policy=bn_policy), make_batches()
     run(build(family, model, rho=rho, bn_policy=bn_policy), model, batches)
     for b in batches:
         ref.sam_step(b, rho, family)
@@ -178,7 +86,7 @@ def test_sam_asam_match_reference(family, rho, bn_policy):
 @pytest.mark.parametrize("alpha", [0.5, -1])
 @pytest.mark.parametrize("passes", ["shared", "repeat"])
 def test_lookbehind_matches_reference(family, rho, k, alpha, passes):
-    model, ref, batches = make_model(), Reference(), make_batches(6)
+    model, ref, batches = make_model(), MinimizerReference(), make_batches(6)
     run(build(f"Lookbehind_{family}", model, rho=rho, k=k, alpha=alpha, passes=passes), model, batches)
     for b in batches:
         ref.lookbehind_step([b] * k, rho, k, alpha, family)
@@ -187,7 +95,7 @@ def test_lookbehind_matches_reference(family, rho, k, alpha, passes):
 
 @pytest.mark.parametrize("passes", ["shared", "repeat"])
 def test_lookbehind_clean_bn_policy_matches_reference(passes):
-    model, ref, batches = make_model(), Reference(bn_policy="clean"), make_batches(5)
+    model, ref, batches = make_model(), MinimizerReference(bn_policy="clean"), make_batches(5)
     run(build("Lookbehind_SAM", model, k=3, alpha=-1, passes=passes, bn_policy="clean"), model, batches)
     for b in batches:
         ref.lookbehind_step([b] * 3, 0.05, 3, -1)
@@ -196,7 +104,7 @@ def test_lookbehind_clean_bn_policy_matches_reference(passes):
 
 @pytest.mark.parametrize("k", [2, 3])
 def test_lookbehind_minibatch_switching_matches_reference(k):
-    model, ref, batches = make_model(), Reference(), make_batches(2 * k)
+    model, ref, batches = make_model(), MinimizerReference(), make_batches(2 * k)
     m = build("Lookbehind_SAM", model, k=k, alpha=-1, minibatch_switching=True)
     run(m, model, batches)
     for start in range(0, len(batches), k):
@@ -218,7 +126,7 @@ def test_lookbehind_k1_adaptive_is_sam():
 @pytest.mark.parametrize("k", [1, 2, 3])
 @pytest.mark.parametrize("mean,split", [(False, False), (True, False), (False, True)])
 def test_multistep_matches_reference(family, rho, k, mean, split):
-    model, ref, batches = make_model(), Reference(), make_batches(5)
+    model, ref, batches = make_model(), MinimizerReference(), make_batches(5)
     m = build(f"Multistep_{family}", model, rho=rho, k=k,
               descent_gradient="mean" if mean else "last", split_rho=split)
     run(m, model, batches)
@@ -230,7 +138,7 @@ def test_multistep_matches_reference(family, rho, k, mean, split):
 @pytest.mark.parametrize("inner", ["SGD", "SAM", "ASAM"])
 def test_lookahead_matches_reference(inner):
     k, alpha = 3, 0.5
-    model, ref, batches = make_model(), Reference(), make_batches(7)   # ends mid-cycle
+    model, ref, batches = make_model(), MinimizerReference(), make_batches(7)   # ends mid-cycle
     m = build(f"Lookahead_{inner}", model, k=k, alpha=alpha)
     run(m, model, batches)
     slow = dict(ref.weights)
@@ -297,14 +205,6 @@ def test_lookbehind_minibatch_switching_call_counts():
     assert len(count) == 6 == m.gradient_evaluations
 
 
-def _forbid_host_sync(monkeypatch):
-    def fail(*_, **__):
-        raise AssertionError("host synchronisation inside step()")
-    for attr in ["item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"]:
-        monkeypatch.setattr(torch.Tensor, attr, fail)
-    monkeypatch.setattr(torch.cuda, "synchronize", fail)
-
-
 @pytest.mark.parametrize("name,hp", [
     ("SGD", {}), ("SAM", {}), ("ASAM", {}), ("Lookbehind_SAM", {"alpha": -1, "k": 3}),
     ("Lookbehind_ASAM", {"alpha": -1, "passes": "repeat"}), ("Lookbehind_SAM", {"minibatch_switching": True}),
@@ -316,7 +216,7 @@ def test_no_host_sync_in_step(name, hp, monkeypatch):
     m = build(name, model, **hp)
     batches = make_batches(4)
     closures = [minimizers.make_closure(model, F.cross_entropy, x, y) for x, y in batches]
-    _forbid_host_sync(monkeypatch)
+    forbid_host_sync(monkeypatch)
     for c in closures:
         m.step(c)
     monkeypatch.undo()

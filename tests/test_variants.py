@@ -14,14 +14,14 @@ import sys
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import minimizers
 from minimizers.bisam import BiSAM
 
-LR, MOMENTUM, WD = 0.05, 0.9, 5e-4
-ATOL = 1e-10
+import reference
+from reference import LR, MOMENTUM, WD, Reference, assert_matches, build, forbid_host_sync, lr_at, make_model, run
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -34,101 +34,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-class TinyNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3)
-        self.bn = nn.BatchNorm2d(4)
-        self.fc = nn.Linear(4 * 6 * 6, 5)
-
-    def forward(self, x):
-        return self.fc(F.relu(self.bn(self.conv(x))).flatten(1))
-
-
-def make_model(seed=0):
-    torch.manual_seed(seed)
-    return TinyNet().double()
-
-
 def make_batches(n=6, seed=1, size=6):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, 3, 8, 8, generator=g, dtype=torch.float64), torch.randint(0, 5, (size,), generator=g))
-            for _ in range(n)]
+    return reference.make_batches(n, seed, size)
 
 
-def build(name, model, **hparams):
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
-    return minimizers.create(name, model, opt, **hparams)
-
-
-def lr_at(t):
-    """A decaying learning rate (exercises the lr-proportional radius schedules)."""
-    return LR * (1.0 - 0.1 * t)
-
-
-def run(minimizer, model, batches, schedule=False, start=0):
-    for t, (x, y) in enumerate(batches, start=start):
-        if schedule:
-            for group in minimizer.optimizer.param_groups:
-                group["lr"] = lr_at(t)
-        minimizer.step(minimizers.make_closure(model, F.cross_entropy, x, y))
-
-
-# -------------------------------------------------------------------------------------- reference
-class Reference:
-    def __init__(self, seed=0, bn_policy="every"):
-        self.net = make_model(seed)
-        self.names = [n for n, _ in self.net.named_parameters()]
-        self.weights = {n: p.detach().clone() for n, p in self.net.named_parameters()}
-        self.momentum = {}
-        self.bn_policy = bn_policy
-        self.lr = LR
-        self.passes = 0
-
-    def load(self, point):
-        with torch.no_grad():
-            for n, p in self.net.named_parameters():
-                p.copy_(point[n])
-
-    def grad(self, point, batch, clean=True, objective=None):
-        self.passes += 1
-        saved = {k: v.clone() for k, v in self.net.named_buffers()}
-        self.load(point)
-        x, y = batch
-        out = self.net(x)
-        self.last_loss = F.cross_entropy(out, y).detach()
-        loss = F.cross_entropy(out, y) if objective is None else objective(out, y)
-        grads = torch.autograd.grad(loss, list(self.net.parameters()))
-        if self.bn_policy == "clean" and not clean:
-            with torch.no_grad():
-                for k, v in self.net.named_buffers():
-                    v.copy_(saved[k])
-        return dict(zip(self.names, grads))
-
-    def sgd(self, theta, grad, peek=False):
-        new, momentum = {}, {}
-        for n in self.names:
-            d = grad[n] + WD * theta[n]
-            buf = d.clone() if n not in self.momentum else MOMENTUM * self.momentum[n] + d
-            momentum[n] = buf
-            new[n] = theta[n] - self.lr * buf
-        if not peek:
-            self.momentum = momentum
-        return new
-
-    def norm(self, g):
-        return math.sqrt(sum(float((g[n] ** 2).sum()) for n in self.names))
-
-    def dot(self, a, b):
-        return sum(float((a[n] * b[n]).sum()) for n in self.names)
+class VariantReference(Reference):
+    """GSAM's pieces on top of the shared naive building blocks."""
 
     def sam_eps(self, g, rho):
-        norm = self.norm(g)
-        return {n: rho * g[n] / (norm + 1e-16) for n in self.names}
-
-    @staticmethod
-    def add(a, b, scale=1.0):
-        return {n: a[n] + scale * b[n] for n in a}
+        return self.eps(None, g, rho, "SAM")
 
     def gsam_direction(self, g, gp, alpha_g):
         coef = self.dot(g, gp) / (self.norm(gp) ** 2 + 1e-16)
@@ -137,14 +51,6 @@ class Reference:
 
 def gsam_rho(rho_max, rho_min, lr, lr_max=LR, lr_min=0.0):
     return rho_min + (rho_max - rho_min) * (lr - lr_min) / (lr_max - lr_min)
-
-
-def assert_matches(model, ref, atol=ATOL):
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(p.detach(), ref.weights[n], atol=atol, rtol=0, msg=f"parameter {n}")
-    ref_buffers = dict(ref.net.named_buffers())
-    for n, b in model.named_buffers():
-        torch.testing.assert_close(b, ref_buffers[n], atol=atol, rtol=0, msg=f"BN buffer {n}")
 
 
 def assert_equal_models(a, b):
@@ -156,7 +62,7 @@ def assert_equal_models(a, b):
 @pytest.mark.parametrize("bn_policy", ["every", "clean"])
 def test_gsam_matches_reference(bn_policy):
     rho_max, rho_min, alpha_g = 0.1, 0.02, 0.3
-    model, ref, batches = make_model(), Reference(bn_policy=bn_policy), make_batches()
+    model, ref, batches = make_model(), VariantReference(bn_policy=bn_policy), make_batches()
     run(build("GSAM", model, rho_max=rho_max, rho_min=rho_min, alpha_g=alpha_g, bn_policy=bn_policy),
         model, batches, schedule=True)
     for t, batch in enumerate(batches):
@@ -192,7 +98,7 @@ def test_gsam_reduces_to_sam_exactly():
 @pytest.mark.parametrize("k,alpha", [(2, 0.5), (3, -1)])
 def test_lookbehind_gsam_matches_reference(passes, k, alpha):
     rho_max, rho_min, alpha_g = 0.1, 0.05, 0.4
-    model, ref, batches = make_model(), Reference(), make_batches(4)
+    model, ref, batches = make_model(), VariantReference(), make_batches(4)
     run(build("Lookbehind_GSAM", model, rho_max=rho_max, rho_min=rho_min, alpha_g=alpha_g, k=k, alpha=alpha,
               passes=passes), model, batches, schedule=True)
     for t, batch in enumerate(batches):
@@ -269,7 +175,7 @@ def split_flat(ref, flat):
 @pytest.mark.parametrize("num_samples,interval", [(4, 3), (10, 4)])
 def test_ssam_f_matches_reference(num_samples, interval):
     rho, sparsity = 0.1, 0.6
-    model, ref, batches = make_model(), Reference(), make_batches(7)
+    model, ref, batches = make_model(), VariantReference(), make_batches(7)
     m = build("SSAM_F", model, rho=rho, sparsity=sparsity, num_samples=num_samples, mask_update_interval=interval)
     run(m, model, batches)
     numel = sum(p.numel() for p in model.parameters())
@@ -296,7 +202,7 @@ def test_ssam_f_matches_reference(num_samples, interval):
 def test_ssam_d_matches_reference():
     rho, sparsity, drop_rate, interval, t_end, seed = 0.1, 0.5, 0.8, 2, 5, 7
     for drop_criterion, grow_criterion in [("gradient", "random"), ("weight", "gradient")]:
-        model, ref, batches = make_model(), Reference(), make_batches(7)
+        model, ref, batches = make_model(), VariantReference(), make_batches(7)
         m = build("SSAM_D", model, rho=rho, sparsity=sparsity, drop_rate=drop_rate, mask_update_interval=interval,
                   T_end=t_end, drop_criterion=drop_criterion, grow_criterion=grow_criterion, seed=seed)
         run(m, model, batches)
@@ -367,7 +273,7 @@ def reference_q(outputs, targets, phi, mu, alpha):
                                                 ("BiSAM_log", "log", 1.0, None), ("BiSAM_log", "log", 3.0, None)])
 def test_bisam_matches_reference(name, phi, mu, alpha):
     rho = 0.07
-    model, ref, batches = make_model(), Reference(), make_batches()
+    model, ref, batches = make_model(), VariantReference(), make_batches()
     hp = {"rho": rho, "mu": mu, **({"alpha_tanh": alpha} if alpha is not None else {})}
     losses = []
     m = build(name, model, **hp)
@@ -421,7 +327,7 @@ def test_sampa_matches_reference(lam, bn_policy):
     kept), x_{t+1} = base step of x_t with (1-lam) grad f(x~_t; B_t) + lam grad f(y_{t+1}; B_{t+1}).
     After N calls the model holds x_{N-1}."""
     rho = 0.1
-    model, ref, batches = make_model(), Reference(bn_policy=bn_policy), make_batches(6)
+    model, ref, batches = make_model(), VariantReference(bn_policy=bn_policy), make_batches(6)
     run(build("SAMPa", model, rho=rho, lam=lam, bn_policy=bn_policy), model, batches, schedule=True)
     x = ref.weights
     g_y = ref.grad(x, batches[0])                                          # y_0 = x_0
@@ -463,7 +369,7 @@ def test_sampa_lookahead_leaves_optimizer_state_untouched():
 @pytest.mark.parametrize("anneal,beta", [(True, 1.0), (False, 1.0), (True, 0.5)])
 def test_bilateral_sam_matches_reference(anneal, beta):
     rho_max, rho_min = 0.08, 0.05
-    model, ref, batches = make_model(), Reference(), make_batches()
+    model, ref, batches = make_model(), VariantReference(), make_batches()
     run(build("BilateralSAM", model, rho_max=rho_max, rho_min=rho_min, anneal=anneal, beta=beta), model, batches,
         schedule=True)
     for t, batch in enumerate(batches):
@@ -529,20 +435,12 @@ def test_documented_pass_counts():
     assert build("Lookbehind_GSAM", make_model(), k=3).gradient_evaluations == 4
 
 
-def _forbid_host_sync(monkeypatch):
-    def fail(*_, **__):
-        raise AssertionError("host synchronisation inside step()")
-    for attr in ["item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"]:
-        monkeypatch.setattr(torch.Tensor, attr, fail)
-    monkeypatch.setattr(torch.cuda, "synchronize", fail)
-
-
 @pytest.mark.parametrize("name,hp", VARIANTS)
 def test_no_host_sync_in_step(name, hp, monkeypatch):
     model = make_model()
     m = build(name, model, **hp)
     closures = [minimizers.make_closure(model, F.cross_entropy, x, y) for x, y in make_batches(4)]
-    _forbid_host_sync(monkeypatch)
+    forbid_host_sync(monkeypatch)
     for c in closures:
         m.step(c)
     monkeypatch.undo()
