@@ -59,6 +59,33 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def timed(fn, device):
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def interleaved_medians(fns, device, repeats, warmup=2):
+    """Median seconds of each function, timed round by round so that machine noise hits all alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, fn_times in zip(fns, times):
+            fn_times.append(timed(fn, device))
+    return [statistics.median(t) for t in times]
+
+
+def forward_backward(model, closure):
+    def run():
+        model.zero_grad(set_to_none=True)
+        closure()
+    return run
+
+
 def buffer_bytes(obj, seen=None):
     """Bytes of tensors held by a minimizer (its own buffers plus its base optimizer's state)."""
     seen = set() if seen is None else seen
@@ -112,36 +139,26 @@ def bench_model(model_name, args, device):
         entries.append({"label": label, "name": name, "model": model,
                         "minimizer": minimizers.create(name, model, opt, **hp)})
     for e in entries:
-        e["closure"] = make_closure(e["model"], x, y, args.precision)
-        e["times"] = []
-
-    def run_once(e):
-        if "minimizer" in e:
-            e["minimizer"].step(e["closure"])
-        else:
-            e["model"].zero_grad(set_to_none=True)
-            e["closure"]()
+        closure = make_closure(e["model"], x, y, args.precision)
+        e["run"] = (lambda m=e["minimizer"], c=closure: m.step(c)) if "minimizer" in e \
+            else forward_backward(e["model"], closure)
 
     for e in entries:                                   # warm-up (allocator, kernels) and peak memory
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        run_once(e)
-        run_once(e)
+        e["run"]()
+        e["run"]()
         synchronize(device)
         e["peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    for _ in range(args.repeats):                       # interleaved rounds
-        for e in entries:
-            synchronize(device)
-            start = time.perf_counter()
-            run_once(e)
-            synchronize(device)
-            e["times"].append(time.perf_counter() - start)
+    medians = interleaved_medians([e["run"] for e in entries], device, args.repeats, warmup=0)
+    for e, median in zip(entries, medians):
+        e["median"] = median
 
-    fb = statistics.median(entries[0]["times"])
+    fb = entries[0]["median"]
     rows = []
     for e in entries[1:]:
         m = e["minimizer"]
-        step = statistics.median(e["times"])
+        step = e["median"]
         floor = m.gradient_evaluations * fb
         rows.append({
             "model": model_name, "minimizer": e["label"], "batch_size": args.batch_size,
@@ -169,15 +186,10 @@ def bench_data_path(args, device, fb_resnet20_128):
                            test_images=images[:1], test_labels=torch.zeros(1, dtype=torch.int64, device=device),
                            num_classes=10, mean=torch.full((3, 1, 1), 0.5, device=device),
                            std=torch.full((3, 1, 1), 0.25, device=device))
-    times = []
-    for epoch in range(3):
-        synchronize(device)
-        start = time.perf_counter()
-        for inputs, labels in data.train_batches(dataset, 128, seed=0, epoch=epoch,
-                                                 channels_last=args.channels_last):
+    def one_epoch(epoch):
+        for _ in data.train_batches(dataset, 128, seed=0, epoch=epoch, channels_last=args.channels_last):
             pass
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    times = [timed(lambda: one_epoch(epoch), device) for epoch in range(3)]
     data_epoch = statistics.median(times)
     train_epoch = data.num_train_batches(dataset, 128) * fb_resnet20_128
     return data_epoch, train_epoch
@@ -200,24 +212,10 @@ def bench_precision(args, device):
             if compiled:
                 model = torch.compile(model)
             x, y = make_batch(args.batch_size, device, cl)
-            closure = make_closure(model, x, y, precision)
-            entries.append((label, model, closure, []))
-        for _, model, closure, _ in entries:
-            for _ in range(2):
-                model.zero_grad(set_to_none=True)
-                closure()
-        for _ in range(args.repeats):
-            for _, model, closure, times in entries:
-                model.zero_grad(set_to_none=True)
-                synchronize(device)
-                start = time.perf_counter()
-                closure()
-                synchronize(device)
-                times.append(time.perf_counter() - start)
-        base = statistics.median(entries[0][3])
-        for label, _, _, times in entries:
-            rows.append({"model": model_name, "variant": label, "fb_ms": 1000 * statistics.median(times),
-                         "speedup": base / statistics.median(times)})
+            entries.append((label, forward_backward(model, make_closure(model, x, y, precision))))
+        medians = interleaved_medians([run for _, run in entries], device, args.repeats)
+        for (label, _), median in zip(entries, medians):
+            rows.append({"model": model_name, "variant": label, "fb_ms": 1000 * median, "speedup": medians[0] / median})
     return rows
 
 
@@ -280,16 +278,8 @@ def main(argv=None):
         torch.manual_seed(0)
         r20 = models.create_model("resnet20", 10).to(device)
         x, y = make_batch(128, device, args.channels_last)
-        closure = make_closure(r20, x, y, "fp32")
-        times = []
-        for _ in range(args.repeats + 1):
-            r20.zero_grad(set_to_none=True)
-            synchronize(device)
-            start = time.perf_counter()
-            closure()
-            synchronize(device)
-            times.append(time.perf_counter() - start)
-        fb_r20 = statistics.median(times[1:])
+        fb_r20, = interleaved_medians([forward_backward(r20, make_closure(r20, x, y, "fp32"))], device,
+                                      args.repeats, warmup=1)
     data_epoch, train_epoch = bench_data_path(args, device, fb_r20)
     data_line = (f"- data path: augmenting + batching {args.data_images} images takes {data_epoch:.2f} s, "
                  f"**{100 * data_epoch / train_epoch:.2f}%** of a resnet20 SGD epoch at batch 128 "
