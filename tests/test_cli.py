@@ -317,3 +317,33 @@ def test_resume_with_the_same_hparam_command(tmp_path, capsys):
     code, output = call_main(capsys, "--out", out, "--resume", "--epochs", "3", "--hparam", "alpha_g=0.5")
     assert code == 2 and "hparam" in output.err
     assert_one_error_line(output.err)
+
+
+def test_training_epoch_reads_the_device_only_at_log_points(monkeypatch):
+    """Between log points nothing in the loop (data, minimizer, metrics) reads a tensor back to the host."""
+    from contextlib import nullcontext
+
+    import minimizers
+    import models
+
+    args = example_cifar.build_parser().parse_args(
+        [*SMALL, *LOOKBEHIND, "--train_subset", "200", "--batch_size", "4", "--epochs", "1"])
+    hparams, _ = example_cifar.resolve_minimizer_hparams(args)
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model = models.create_model(args.model, 10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    minimizer = minimizers.create(args.minimizer, model, optimizer, **hparams)
+    dataset = data.load_dataset(args.dataset, args.data_dir, device, args.train_subset)
+
+    reads = []
+    for name in ["item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"]:
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name,
+                            lambda self, *a, _name=name, _original=original, **k: (reads.append(_name),
+                                                                                  _original(self, *a, **k))[1])
+    loss, acc, _, finite = example_cifar.train_one_epoch(1, model, minimizer, dataset, args, device, nullcontext)
+    monkeypatch.undo()
+    batches = data.num_train_batches(dataset, args.batch_size)          # 50 batches
+    assert finite and 0 < acc <= 100
+    assert len(reads) == -(-batches // example_cifar.LOG_EVERY), reads   # one read per log point
