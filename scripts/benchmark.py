@@ -23,7 +23,6 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 import data
 import minimizers
 import models
+from scripts.common import write_atomic
 
 CONFIGS = [  # (label, minimizer name, hyperparameters)
     ("SGD", "SGD", {}),
@@ -224,14 +224,6 @@ def markdown(rows, columns):
     body = "".join("| " + " | ".join(("n/a" if r[key] is None else fmt.format(r[key])) for _, key, fmt in columns)
                    + " |\n" for r in rows)
     return head + body
-
-
-def write_atomic(path, text):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def parse_args(argv):

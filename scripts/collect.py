@@ -1,8 +1,9 @@
-#!/usr/bin/env python3
 """Gather the run directories of a sweep into CSVs (seconds, even for thousands of runs).
 
-    python scripts/collect.py runs/kalpha                       # -> results/kalpha/
-    python scripts/collect.py runs/a runs/b --sweep ab --out results/ab
+    python -m scripts.collect runs/kalpha                       # -> results/kalpha/
+    python -m scripts.collect runs/a runs/b --sweep ab --out results/ab
+
+(run from the repository root: the scripts share scripts/common.py).
 
 Every directory below the given roots that holds a config.json, summary.json or sweep_status.json
 (written by example_cifar.py and scripts/lib_sweep.sh) is one run.  Writes to --out (default
@@ -32,9 +33,10 @@ import math
 import os
 import socket
 import sys
-import tempfile
 
 import pandas as pd
+
+from scripts.common import UserError, write_atomic
 
 RUN_MARKERS = ("config.json", "summary.json", "sweep_status.json")
 # config.json keys that are not settings of the experiment (they may differ between seeds/machines).
@@ -51,10 +53,6 @@ METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_a
 STAT_FIELDS = ["final_test_acc", "best_test_acc", "wall_seconds"]
 # Settings listed first (in this order) in the CSVs; others follow alphabetically.
 LEADING = ["sweep", "dataset", "model", "minimizer", "rho", "k", "alpha", "epochs", "seed"]
-
-
-class UserError(Exception):
-    """An error the user can act on: printed as one line, exit status 2."""
 
 
 def find_run_dirs(roots):
@@ -287,20 +285,6 @@ def group_runs(runs):
     return grouped, keys
 
 
-def write_csv_atomic(df, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".csv", dir=directory)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            df.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -345,9 +329,9 @@ def collect(roots, sweep, out_dir, quiet=False):
         columns=curve_keys + ["status", "run_name"] + METRIC_COLUMNS)
 
     os.makedirs(out_dir, exist_ok=True)
-    write_csv_atomic(runs, os.path.join(out_dir, "runs.csv"))
-    write_csv_atomic(grouped, os.path.join(out_dir, "grouped.csv"))
-    write_csv_atomic(curves_df, os.path.join(out_dir, "curves.csv"))
+    write_atomic(os.path.join(out_dir, "runs.csv"), runs.to_csv(index=False))
+    write_atomic(os.path.join(out_dir, "grouped.csv"), grouped.to_csv(index=False))
+    write_atomic(os.path.join(out_dir, "curves.csv"), curves_df.to_csv(index=False))
 
     if not quiet:
         counts = runs["status"].value_counts().to_dict()
@@ -366,7 +350,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Gather sweep run directories into runs.csv, grouped.csv (mean/std/n over seeds) "
                     "and curves.csv.  Takes seconds.",
-        epilog="Example: python scripts/collect.py runs/kalpha  (writes results/kalpha/)")
+        epilog="Example (from the repository root): python -m scripts.collect runs/kalpha  "
+               "(writes results/kalpha/)")
     parser.add_argument("roots", nargs="+", help="sweep directories (or any parents of run directories)")
     parser.add_argument("--sweep", help="sweep name (default: name of the first root)")
     parser.add_argument("--out", help="output directory (default: <repo>/results/<sweep>)")

@@ -1,9 +1,10 @@
-#!/usr/bin/env python3
-"""The paper's figures from the CSVs written by scripts/collect.py (a few seconds each).
+"""The paper's figures from the CSVs written by python -m scripts.collect (a few seconds each).
 
-    python scripts/figures.py kalpha results/kalpha           # k x alpha heatmaps
-    python scripts/figures.py rho results/rho                 # test accuracy vs rho per minimizer
-    python scripts/figures.py curves results/generalization   # learning curves across minimizers
+    python -m scripts.figures kalpha results/kalpha           # k x alpha heatmaps
+    python -m scripts.figures rho results/rho                 # test accuracy vs rho per minimizer
+    python -m scripts.figures curves results/generalization   # learning curves across minimizers
+
+(run from the repository root: the scripts share scripts/common.py).
 
 kalpha  reads grouped.csv; one figure per dataset/model with a heatmap per Lookbehind minimizer:
         rows k, columns alpha (alpha = -1 shown as "adaptive"), colour and text = mean test accuracy
@@ -21,9 +22,9 @@ Errors the user can fix print one line and exit 2.
 """
 import argparse
 import math
+import io
 import os
 import sys
-import tempfile
 
 import matplotlib
 
@@ -33,34 +34,12 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-DATASET_NAMES = {"CIFAR10": "CIFAR-10", "CIFAR100": "CIFAR-100", "CIFAR10_sample": "CIFAR-10 sample"}
-MODEL_NAMES = {"resnet20": "ResNet-20", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
-               "wrn28_2": "WRN-28-2", "wrn28_10": "WRN-28-10", "resnet18": "ResNet-18"}
-ORDER = ["SGD", "SAM", "ASAM", "Multistep_SAM", "Multistep_ASAM", "Lookahead_SGD", "Lookahead_SAM",
-         "Lookahead_ASAM", "Lookbehind_SAM", "Lookbehind_ASAM"]
+from scripts.common import (UserError, apply_where, display_dataset, display_minimizer,  # noqa: E402
+                            display_model, epochs_text, minimizer_order, write_atomic)
+
 COLORS = {"SGD": "#7f7f7f", "SAM": "#1f77b4", "ASAM": "#17becf", "Multistep_SAM": "#2ca02c",
           "Multistep_ASAM": "#bcbd22", "Lookahead_SAM": "#9467bd", "Lookahead_ASAM": "#e377c2",
           "Lookahead_SGD": "#8c564b", "Lookbehind_SAM": "#d62728", "Lookbehind_ASAM": "#ff7f0e"}
-
-
-class UserError(Exception):
-    pass
-
-
-def dname(x):
-    return DATASET_NAMES.get(str(x), str(x))
-
-
-def mname(x):
-    return MODEL_NAMES.get(str(x), str(x))
-
-
-def minname(x):
-    return str(x).replace("_", "-")
-
-
-def minimizer_order(names):
-    return [m for m in ORDER if m in names] + sorted(m for m in names if m not in ORDER)
 
 
 def fmt_num(v):
@@ -70,7 +49,7 @@ def fmt_num(v):
 
 def read_csv(path, need):
     if not os.path.isfile(path):
-        raise UserError(f"{path} not found (run scripts/collect.py first)")
+        raise UserError(f"{path} not found (run python -m scripts.collect first)")
     df = pd.read_csv(path)
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -79,30 +58,6 @@ def read_csv(path, need):
     if df.empty:
         raise UserError(f"{path} has no rows")
     return df
-
-
-def apply_where(df, where):
-    for cond in where or []:
-        if "=" not in cond:
-            raise UserError(f"--where {cond!r}: expected COLUMN=VALUE")
-        col, value = cond.split("=", 1)
-        if col not in df.columns:
-            raise UserError(f"--where {cond!r}: no column {col!r}")
-        try:
-            mask = (pd.to_numeric(df[col], errors="coerce") - float(value)).abs() < 1e-12
-        except ValueError:
-            mask = df[col].astype(str) == value
-        df = df[mask]
-    if df.empty:
-        raise UserError("no rows left after --where")
-    return df
-
-
-def epochs_text(df):
-    if "epochs" not in df.columns:
-        return ""
-    ep = sorted(pd.to_numeric(df["epochs"], errors="coerce").dropna().astype(int).unique())
-    return f"{'/'.join(str(e) for e in ep)} epoch{'s' if ep != [1] else ''}" if ep else ""
 
 
 def extra_setting_text(df):
@@ -122,17 +77,22 @@ def save(fig, out_dir, stem, formats):
     paths = []
     for ext in formats:
         path = os.path.join(out_dir, f"{stem}.{ext}")
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=f".{ext}", dir=out_dir)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
+        write_atomic(path, buf.getvalue())
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def finish(fig, part, what, fontsize, out_dir, stem, formats):
+    """Title "<dataset>, <model>: <what> (<epochs, constant settings>)", lay out, save; the paths."""
+    dataset, model = part["dataset"].iloc[0], part["model"].iloc[0]
+    setting = ", ".join(x for x in (epochs_text(part), extra_setting_text(part)) if x)
+    fig.suptitle(f"{display_dataset(dataset)}, {display_model(model)}: {what}"
+                 + (f" ({setting})" if setting else ""), fontsize=fontsize)
+    fig.tight_layout()
+    return save(fig, out_dir, stem, formats)
 
 
 def metric_cols(metric):
@@ -152,7 +112,7 @@ def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=No
     mean_c, std_c, n_c = metric_cols(metric)
     df = read_csv(os.path.join(results, "grouped.csv"),
                   ["dataset", "model", "minimizer", "k", "alpha", mean_c, std_c, n_c, "n_runs", "n_diverged"])
-    df = apply_where(df, where)
+    df = apply_where(df, where, "grouped.csv")
     lb = df[df["minimizer"].astype(str).str.startswith("Lookbehind")]
     if lb.empty:
         raise UserError("no Lookbehind runs in grouped.csv: the k x alpha heatmap needs them")
@@ -194,7 +154,7 @@ def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=No
             ax.set_yticks(range(len(ks)), [fmt_num(k) for k in ks])
             ax.set_xlabel("α (slow-weights step size)")
             ax.set_ylabel("k (ascent steps)")
-            title = minname(minimizer)
+            title = display_minimizer(minimizer)
             rho = m["rho"].dropna().unique() if "rho" in m.columns else []
             if len(rho) == 1:
                 title += f", ρ={fmt_num(rho[0])}"
@@ -202,15 +162,12 @@ def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=No
             base = df[(df["dataset"] == dataset) & (df["model"] == model) & (df["minimizer"] == base_name)]
             if len(base) == 1 and not math.isnan(base[mean_c].iloc[0]):
                 b = base.iloc[0]
-                title += f"\n{minname(base_name)} baseline: {b[mean_c]:.2f}" + (
+                title += f"\n{display_minimizer(base_name)} baseline: {b[mean_c]:.2f}" + (
                     "" if math.isnan(b[std_c]) else f" ± {b[std_c]:.2f}") + f" (n={int(b[n_c])})"
             ax.set_title(title, fontsize=11)
             fig.colorbar(im, ax=ax, label=metric_label(metric))
-        setting = ", ".join(x for x in (epochs_text(part), extra_setting_text(part)) if x)
-        fig.suptitle(f"{dname(dataset)}, {mname(model)}: {metric_label(metric)} over k and α"
-                     + (f" ({setting})" if setting else ""), fontsize=12)
-        fig.tight_layout()
-        paths += save(fig, out_dir, f"kalpha_{dataset}_{model}_{metric}", formats)
+        paths += finish(fig, part, f"{metric_label(metric)} over k and α", 12,
+                        out_dir, f"kalpha_{dataset}_{model}_{metric}", formats)
     return paths
 
 
@@ -218,7 +175,7 @@ def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=No
 def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None):
     mean_c, std_c, n_c = metric_cols(metric)
     df = read_csv(os.path.join(results, "grouped.csv"), ["dataset", "model", "minimizer", "rho", mean_c, std_c, n_c])
-    df = apply_where(df, where)
+    df = apply_where(df, where, "grouped.csv")
     df = df[df["rho"].notna()]
     if df.empty:
         raise UserError("no runs with a rho in grouped.csv")
@@ -237,7 +194,7 @@ def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None)
                                     f"(differ in {', '.join(others) or 'other columns'}); select one with --where")
                 m = m.sort_values("rho")
                 ok = m[m[mean_c].notna()]
-                label = minname(minimizer)
+                label = display_minimizer(minimizer)
                 if "k" in m.columns and minimizer.startswith(("Lookbehind", "Multistep", "Lookahead")):
                     k = m["k"].dropna().unique()
                     if len(k) == 1:
@@ -262,11 +219,8 @@ def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None)
             ax.set_title(f"{fam} minimizers")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        setting = ", ".join(x for x in (epochs_text(part), extra_setting_text(part)) if x)
-        fig.suptitle(f"{dname(dataset)}, {mname(model)}: {metric_label(metric)} vs ρ, mean ± std over seeds"
-                     + (f" ({setting})" if setting else ""), fontsize=11)
-        fig.tight_layout()
-        paths += save(fig, out_dir, f"rho_{dataset}_{model}_{metric}", formats)
+        paths += finish(fig, part, f"{metric_label(metric)} vs ρ, mean ± std over seeds", 11,
+                        out_dir, f"rho_{dataset}_{model}_{metric}", formats)
     return paths
 
 
@@ -274,7 +228,7 @@ def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None)
 def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=None):
     df = read_csv(os.path.join(results, "curves.csv"),
                   ["dataset", "model", "minimizer", "epoch", "test_acc", "train_loss", "run_name"])
-    df = apply_where(df, where)
+    df = apply_where(df, where, "curves.csv")
     if minimizers:
         df = df[df["minimizer"].isin(minimizers)]
         if df.empty:
@@ -297,7 +251,7 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
             minimizer = values["minimizer"]
             varying = [c for c in ("rho", "k", "alpha")
                        if c in part.columns and part[part["minimizer"] == minimizer][c].nunique() > 1]
-            label = minname(minimizer) + "".join(
+            label = display_minimizer(minimizer) + "".join(
                 f", {'ρ' if c == 'rho' else 'α' if c == 'alpha' else c}="
                 f"{alpha_label(values[c]) if c == 'alpha' else fmt_num(values[c])}" for c in varying)
             n = g["run_name"].nunique()
@@ -328,18 +282,15 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
             else:
                 ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax_acc.legend(fontsize=8)
-        setting = ", ".join(x for x in (epochs_text(part), extra_setting_text(part)) if x)
-        fig.suptitle(f"{dname(dataset)}, {mname(model)}: learning curves, mean ± std over seeds"
-                     + (f" ({setting})" if setting else ""), fontsize=11)
-        fig.tight_layout()
-        paths += save(fig, out_dir, f"curves_{dataset}_{model}", formats)
+        paths += finish(fig, part, "learning curves, mean ± std over seeds", 11,
+                        out_dir, f"curves_{dataset}_{model}", formats)
     return paths
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="The paper's figures (PNG + PDF) from collect.py's CSVs; a few seconds each.",
-        epilog="Example: python scripts/figures.py kalpha results/kalpha")
+        epilog="Example (from the repository root): python -m scripts.figures kalpha results/kalpha")
     parser.add_argument("kind", choices=["kalpha", "rho", "curves"])
     parser.add_argument("results", help="results directory with grouped.csv / curves.csv")
     parser.add_argument("--out", help="output directory (default: <results>/figures)")

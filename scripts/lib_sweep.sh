@@ -18,7 +18,7 @@
 #                   arguments after "--" on the sweep script's command line are appended to it.
 #   DRY_RUN=1       print the commands (and which runs would be skipped); run nothing.
 #   RETRY_DIVERGED=1  rerun diverged runs (the old run directory is moved to $SWEEP_DIR/.retired/).
-#   COLLECT=0       do not run scripts/collect.py at the end (default 1).
+#   COLLECT=0       do not run python -m scripts.collect at the end (default 1).
 #   HPARAMS_<MINIMIZER>  extra flags for one minimizer's runs (not in the run name), e.g.
 #                   HPARAMS_GSAM="--hparam rho_max=0.05";  RHO_<MINIMIZER> its rho (see default_rho).
 #   PYTHON          python interpreter (default python).
@@ -405,8 +405,9 @@ sweep_run() {
     done
     sweep_log "END $SWEEP_NAME: $n_completed completed, $n_diverged diverged, $n_other crashed/unfinished of $njobs"
     if [[ "$COLLECT" == 1 ]]; then
-        "$PYTHON" "$REPO_ROOT/scripts/collect.py" "$SWEEP_DIR" --sweep "$SWEEP_NAME" \
-            --out "$RESULTS_ROOT/$SWEEP_NAME" || sweep_log "WARNING collect.py failed"
+        # A module run from the repository root (the scripts import scripts.common).
+        (cd "$REPO_ROOT" && "$PYTHON" -m scripts.collect "$SWEEP_DIR" --sweep "$SWEEP_NAME" \
+            --out "$RESULTS_ROOT/$SWEEP_NAME") || sweep_log "WARNING scripts.collect failed"
     fi
     ((n_other == 0))
 }

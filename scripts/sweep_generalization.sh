@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generalization grid (the paper's Table 1): dataset x model x minimizer x seed, one example_cifar.py run
-# each, then scripts/collect.py -> results/$SWEEP_NAME/{runs,grouped,curves}.csv.
+# each, then python -m scripts.collect -> results/$SWEEP_NAME/{runs,grouped,curves}.csv.
 #
 # Usage: bash scripts/sweep_generalization.sh [VAR=value ...] [-- extra example_cifar.py flags]
 # Variables (environment or VAR=value arguments; defaults = the paper's setting):

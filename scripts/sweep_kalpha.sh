@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # k x alpha grid (the paper's sensitivity heatmaps): Lookbehind with k in K_VALUES and alpha in ALPHAS
 # (alpha=-1: adaptive), plus the plain baseline of each family (SAM for Lookbehind_SAM, ASAM for
-# Lookbehind_ASAM) at the same seeds, then scripts/collect.py -> results/$SWEEP_NAME/.
-# Figure: python scripts/figures.py kalpha results/$SWEEP_NAME
+# Lookbehind_ASAM) at the same seeds, then python -m scripts.collect -> results/$SWEEP_NAME/.
+# Figure: python -m scripts.figures kalpha results/$SWEEP_NAME
 #
 # Usage: bash scripts/sweep_kalpha.sh [VAR=value ...] [-- extra example_cifar.py flags]
 # Variables (environment or VAR=value arguments):

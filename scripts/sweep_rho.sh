@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rho grid (the paper's sensitivity to the neighborhood size): every minimizer at every rho of its
-# family (SAM-type: RHOS_SAM, ASAM-type: RHOS_ASAM), then scripts/collect.py -> results/$SWEEP_NAME/.
-# Figure: python scripts/figures.py rho results/$SWEEP_NAME
+# family (SAM-type: RHOS_SAM, ASAM-type: RHOS_ASAM), then python -m scripts.collect -> results/$SWEEP_NAME/.
+# Figure: python -m scripts.figures rho results/$SWEEP_NAME
 #
 # Usage: bash scripts/sweep_rho.sh [VAR=value ...] [-- extra example_cifar.py flags]
 # Variables (environment or VAR=value arguments):

@@ -1,10 +1,10 @@
-#!/usr/bin/env python3
 """The generalization table (the paper's Table 1) in Markdown and LaTeX, from a grouped.csv (< 1 s).
 
-    python scripts/tables.py results/generalization
-    python scripts/tables.py results/generalization --paper results/paper_reference.csv --metric final
+    python -m scripts.tables results/generalization
+    python -m scripts.tables results/generalization --paper results/paper_reference.csv --metric final
 
-Reads <results dir>/grouped.csv (written by scripts/collect.py) and writes <results dir>/table_<metric>.md
+(run from the repository root: the scripts share scripts/common.py).
+Reads <results dir>/grouped.csv (written by python -m scripts.collect) and writes <results dir>/table_<metric>.md
 and table_<metric>.tex (also printing the Markdown).  Rows: dataset / model; columns: minimizers
 (paper order: SGD, SAM, ASAM, Multistep, Lookahead, Lookbehind; others after).  Each cell is
 "mean ± std (n)" of the test accuracy over the completed seeds (std: sample std; "–" when n = 1);
@@ -24,57 +24,16 @@ import math
 import os
 import re
 import sys
-import tempfile
 
 import pandas as pd
 
-ORDER = ["SGD", "SAM", "ASAM", "Multistep_SAM", "Multistep_ASAM", "Lookahead_SGD", "Lookahead_SAM",
-         "Lookahead_ASAM", "Lookbehind_SAM", "Lookbehind_ASAM"]
-DATASET_NAMES = {"CIFAR10": "CIFAR-10", "CIFAR100": "CIFAR-100", "CIFAR10_sample": "CIFAR-10 sample"}
-MODEL_NAMES = {"resnet20": "ResNet-20", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
-               "wrn28_2": "WRN-28-2", "wrn28_10": "WRN-28-10", "resnet18": "ResNet-18"}
-
-
-class UserError(Exception):
-    pass
-
-
-def display_minimizer(name):
-    return str(name).replace("_", "-")
-
-
-def display_dataset(name):
-    return DATASET_NAMES.get(str(name), str(name))
-
-
-def display_model(name):
-    return MODEL_NAMES.get(str(name), str(name))
-
-
-def minimizer_order(names):
-    known = [m for m in ORDER if m in names]
-    return known + sorted(m for m in names if m not in ORDER)
-
-
-def apply_where(df, where):
-    for cond in where or []:
-        if "=" not in cond:
-            raise UserError(f"--where {cond!r}: expected COLUMN=VALUE")
-        col, value = cond.split("=", 1)
-        if col not in df.columns:
-            raise UserError(f"--where {cond!r}: no column {col!r} in grouped.csv")
-        try:
-            target = float(value)
-            mask = pd.to_numeric(df[col], errors="coerce").sub(target).abs() < 1e-12
-        except ValueError:
-            mask = df[col].astype(str) == value
-        df = df[mask]
-    return df
+from scripts.common import (UserError, apply_where, display_dataset, display_minimizer, display_model,
+                            epochs_text, minimizer_order, write_atomic)
 
 
 def read_grouped(path, metric, where):
     if not os.path.isfile(path):
-        raise UserError(f"{path} not found (run scripts/collect.py first)")
+        raise UserError(f"{path} not found (run python -m scripts.collect first)")
     df = pd.read_csv(path)
     need = ["dataset", "model", "minimizer", f"{metric}_test_acc_mean", f"{metric}_test_acc_std",
             f"{metric}_test_acc_n", "n_runs", "n_diverged", "n_failed"]
@@ -82,9 +41,9 @@ def read_grouped(path, metric, where):
     if missing:
         raise UserError(f"{path} lacks columns {', '.join(missing)} (is it a grouped.csv from collect.py?)")
     df = df.dropna(subset=["dataset", "model", "minimizer"])  # e.g. unreadable run dirs
-    df = apply_where(df, where)
+    df = apply_where(df, where, os.path.basename(path))
     if df.empty:
-        raise UserError(f"no rows in {path}" + (" after --where" if where else ""))
+        raise UserError(f"no rows in {path}")  # (apply_where reports an empty --where selection)
     dup = df.duplicated(["dataset", "model", "minimizer"], keep=False)
     if dup.any():
         varying = [c for c in df.columns if c not in need and not c.endswith(("_mean", "_std", "_n"))
@@ -204,11 +163,8 @@ def cell_latex(cell, digits):
 
 def caption(metric, df, paper, latex=False):
     what = "best test accuracy over epochs" if metric == "best" else "test accuracy after the last epoch"
-    epochs = ""
-    if "epochs" in df.columns:
-        ep = sorted(pd.to_numeric(df["epochs"], errors="coerce").dropna().astype(int).unique())
-        if ep:
-            epochs = f", {'/'.join(str(e) for e in ep)} epoch{'' if ep == [1] else 's'}"
+    epochs = epochs_text(df)
+    epochs = f", {epochs}" if epochs else ""
     text = (f"Generalization: {what} (%){epochs}; mean ± std (n completed seeds); best mean per row in bold; "
             f"diverged, failed and running runs are counted, not averaged.")
     if paper:
@@ -247,15 +203,6 @@ def latex_table(rows, order, minimizers, metric, digits, df, paper):
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(text, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def make_tables(grouped_csv, metric="best", digits=2, paper_csv=None, where=None):
     df = read_grouped(grouped_csv, metric, where)
     paper = read_paper(paper_csv) if paper_csv else None
@@ -273,7 +220,8 @@ def make_tables(grouped_csv, metric="best", digits=2, paper_csv=None, where=None
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Generalization table (Markdown + LaTeX) from a grouped.csv; takes under a second.",
-        epilog="Example: python scripts/tables.py results/generalization --paper results/paper_reference.csv")
+        epilog="Example (from the repository root): python -m scripts.tables results/generalization "
+               "--paper results/paper_reference.csv")
     parser.add_argument("results", help="results directory holding grouped.csv (or the grouped.csv itself)")
     parser.add_argument("--metric", choices=["best", "final"], default="best",
                         help="best test accuracy over epochs (default, as the original code) or final")
@@ -290,8 +238,8 @@ def main(argv=None):
     except UserError as e:
         print(f"tables.py: error: {e}", file=sys.stderr)
         return 2
-    write_atomic(md, os.path.join(out_dir, f"table_{args.metric}.md"))
-    write_atomic(tex, os.path.join(out_dir, f"table_{args.metric}.tex"))
+    write_atomic(os.path.join(out_dir, f"table_{args.metric}.md"), md)
+    write_atomic(os.path.join(out_dir, f"table_{args.metric}.tex"), tex)
     print(md)
     print(f"wrote {os.path.join(out_dir, f'table_{args.metric}.md')} and .tex")
     return 0

@@ -248,6 +248,26 @@ def test_figures(tmp_path):
     assert figures.main(["rho", str(res / "nothing")]) == 2
 
 
+def test_written_files_are_not_owner_only(synthetic, tmp_path):
+    """CSVs, tables and figures get 0666 & ~umask like any new file (mkstemp alone gives 0600), and
+    no temporary file is left behind."""
+    old_umask = os.umask(0o022)
+    try:
+        out = tmp_path / "results" / "gen"
+        assert collect.main([str(synthetic), "--out", str(out), "--quiet"]) == 0
+        assert tables.main([str(out)]) == 0
+        assert figures.main(["curves", str(out), "--formats", "png"]) == 0
+    finally:
+        os.umask(old_umask)
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert {p.name for p in written} >= {"runs.csv", "grouped.csv", "curves.csv", "table_best.md",
+                                         "table_best.tex", "curves_CIFAR10_resnet20.png", "curves_CIFAR10_wrn28_2.png"}
+    for p in written:
+        assert os.stat(p).st_mode & 0o044, f"{p} is owner-only"
+        assert os.stat(p).st_mode & 0o777 == 0o644, oct(os.stat(p).st_mode)
+    assert not [p for p in out.rglob(".tmp_*")]
+
+
 # ------------------------------------------------------------------------------------ bash job queue
 def sweep(script, tmp_path, env_extra, args=(), cwd=None, timeout=120):
     env = dict(os.environ)
