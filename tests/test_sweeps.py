@@ -270,7 +270,8 @@ def test_written_files_are_not_owner_only(synthetic, tmp_path):
 
 # ------------------------------------------------------------------------------------ bash job queue
 def sweep(script, tmp_path, env_extra, args=(), cwd=None, timeout=120):
-    env = dict(os.environ)
+    # The thread split the queue applies depends on OMP_NUM_THREADS: start from the same place everywhere.
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     env.update({"RUNS_ROOT": str(tmp_path / "runs"), "RESULTS_ROOT": str(tmp_path / "results"),
                 "PYTHON": sys.executable})
     env.update(env_extra)
