@@ -104,6 +104,7 @@ def test_end_to_end_records(straight_run):
     assert config["minimizer"] == "Lookbehind_SAM" and config["rho"] == 0.05  # library default for SAM-type
     assert config["k"] == 2 and config["alpha"] == -1 and config["eta"] is None  # eta: not a SAM hparam
     assert config["minimizer_hparams"]["alpha"] == -1 and config["device"] == "cpu"
+    assert config["channels_last"] is True     # the default memory format on the CPU, resolved and recorded
     assert set(config["versions"]) == {"python", "torch", "torchvision", "numpy"}
     summary = read_json(os.path.join(out, "summary.json"))
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
