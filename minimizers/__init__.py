@@ -111,6 +111,7 @@ for _family, _defaults in (("SAM", _SAM), ("ASAM", _ASAM)):
              Lookbehind(model, opt, _ascent(_f, rho, eta), k, alpha, passes, minibatch_switching, bn_policy),
              {**_defaults, **_LOOKBEHIND, **_BN}, "k+1 (2k with passes=repeat or minibatch_switching)",
              "Mordido et al., ICML 2024")
+for _family, _defaults in (("SAM", _SAM), ("ASAM", _ASAM)):
     register(f"Multistep_{_family}",
              lambda model, opt, rho, k, descent_gradient, split_rho, bn_policy, eta=None, _f=_family:
              Multistep(model, opt, _ascent(_f, rho, eta), k, descent_gradient, split_rho, bn_policy),
