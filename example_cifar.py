@@ -180,7 +180,7 @@ def build_parser():
     flag("precision", default="fp32", choices=["fp32", "bf16"], help="fp32 (default), or bf16 autocast around the forward pass")
     flag("channels_last", default=None, action=argparse.BooleanOptionalAction,
          help="model and inputs in channels_last memory format (default: on where it is faster: on the CPU "
-              "(measured 1.23x for a forward+backward, results/benchmarks.md) and on CUDA with bf16)")
+              "(measured 1.2-1.3x for a forward+backward, results/benchmarks.md) and on CUDA with bf16)")
     flag("compile", default=False, action="store_true", help="torch.compile the model")
     flag("train_subset", default=None, type=batch_count, help="train on the first N training images only (quick runs)")
     flag("out", default=None, help="run directory (default: runs/<dataset>_<model>_<minimizer>[_hparams]_s<seed>)")
