@@ -25,6 +25,11 @@ def global_norm(tensors):
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(tensors)))
 
 
+def per_tensor_dots(xs, ys):
+    """<x_i, y_i> for each pair of tensors, as one 1-D device tensor (no host sync)."""
+    return torch.stack([d.sum() for d in torch._foreach_mul(xs, ys)])
+
+
 def check_rho(rho):
     if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not math.isfinite(rho) or rho < 0:
         raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
@@ -135,6 +140,32 @@ class Minimizer:
         index, params, grads = self._grads()
         eps = self.ascent.perturbation([self.param_names[i] for i in index], params, grads, rho=rho)
         return index, params, eps
+
+    def _init_previous_gradient(self):
+        """Ascent rules whose descent direction depends on the gradient before the perturbation (GSAM)
+        set ``needs_previous_gradient`` and provide ``descent_gradient(previous, grads)``; keep a buffer
+        for that gradient.  Subclasses call this once ``self.ascent`` is set."""
+        self.previous_grads = ([torch.empty_like(p) for p in self.params]
+                               if getattr(self.ascent, "needs_previous_gradient", False) else None)
+
+    def _remember_gradient(self):
+        """Keep the gradient now in .grad (the point before the next perturbation) for _descent_hook."""
+        if self.previous_grads is None:
+            return
+        index, _, grads = self._grads()
+        torch._foreach_copy_([self.previous_grads[j] for j in index], grads)
+
+    def _descent_hook(self, remember=False):
+        """Replace .grad (gradient at the perturbed point) by ascent.descent_gradient(previous, grads);
+        with ``remember``, the raw gradient becomes the previous one of the next inner step."""
+        if self.previous_grads is None:
+            return
+        index, _, grads = self._grads()
+        previous = [self.previous_grads[j] for j in index]
+        descent = self.ascent.descent_gradient(previous, grads)
+        if remember:
+            torch._foreach_copy_(previous, grads)
+        torch._foreach_copy_(grads, descent)
 
     def _evaluate(self, closure, bn=BN_NORMAL, objective=None):
         """One closure call: zero the gradients, run forward+backward under the given BatchNorm mode."""

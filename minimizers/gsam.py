@@ -35,8 +35,8 @@ import math
 
 import torch
 
-from .base import check_rho, global_norm
-from .sam import SAM
+from .base import check_rho, global_norm, per_tensor_dots
+from .sam import SAM, SAMAscent
 
 
 def check_nonneg(name, value):
@@ -78,7 +78,7 @@ class LRProportional:
         return self.low + (self.high - self.low) * (group["lr"] - self.lr_min) / (lr_max - self.lr_min)
 
 
-class GSAMAscent:
+class GSAMAscent(SAMAscent):
     """eps = rho_t g/(||g|| + 1e-16); descent direction g_p - alpha_g g_perp (see the module docstring)."""
 
     needs_previous_gradient = True      # per instance: False when alpha_g = 0 (plain SAM descent)
@@ -94,22 +94,19 @@ class GSAMAscent:
 
     @property
     def rho(self):
-        """The radius of the current learning rate (rho_max until bound to an optimizer)."""
+        """The radius of the current learning rate (rho_max until bound to an optimizer); read by
+        SAMAscent.perturbation."""
         return self.schedule()
 
     def bind(self, optimizer):
         self.schedule.bind(optimizer)
         return self
 
-    def perturbation(self, names, params, grads, rho=None):
-        scale = (self.schedule() if rho is None else rho) / (global_norm(grads) + 1e-16)
-        return torch._foreach_mul(grads, scale)
-
     def descent_gradient(self, previous, grads):
         """g_p - alpha_g * g_perp for g = ``previous`` and g_p = ``grads`` (new tensors; inputs untouched)."""
         if self.alpha_g == 0.0:
             return list(grads)
-        dot = torch.stack([d.sum() for d in torch._foreach_mul(previous, grads)]).sum()
+        dot = per_tensor_dots(previous, grads).sum()
         coef = dot / (global_norm(grads) ** 2 + 1e-16)
         perp = torch._foreach_sub(previous, torch._foreach_mul(grads, coef))     # g - coef g_p
         torch._foreach_mul_(perp, -self.alpha_g)
@@ -127,19 +124,4 @@ class GSAM(SAM):
         ascent = GSAMAscent(rho_max, rho_min, alpha_g, lr_max, lr_min)
         super().__init__(model, optimizer, bn_policy=bn_policy, ascent=ascent)
         ascent.bind(optimizer)
-        self.previous_grads = [torch.empty_like(p) for p in self.params] if ascent.alpha_g != 0.0 else None
-
-    @torch.no_grad()
-    def ascent_step(self):
-        if self.previous_grads is not None:
-            index, _, grads = self._grads()
-            torch._foreach_copy_([self.previous_grads[i] for i in index], grads)
-        super().ascent_step()
-
-    @torch.no_grad()
-    def descent_step(self):
-        if self.previous_grads is not None:
-            index, _, grads = self._grads()
-            descent = self.ascent.descent_gradient([self.previous_grads[i] for i in index], grads)
-            torch._foreach_copy_(grads, descent)
-        super().descent_step()
+        # The previous-gradient buffer and the decomposed descent come from Minimizer._descent_hook.

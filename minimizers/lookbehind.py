@@ -30,7 +30,7 @@ import contextlib
 
 import torch
 
-from .base import BN_NORMAL, BN_TWICE, Minimizer, check_alpha, check_choice, check_k
+from .base import BN_NORMAL, BN_TWICE, Minimizer, check_alpha, check_choice, check_k, per_tensor_dots
 
 PASSES = ("shared", "repeat")
 
@@ -51,10 +51,7 @@ class Lookbehind(Minimizer):
         self.fast_weights = [p.detach().clone() for p in self.params]
         self.perturbed_weights = [torch.empty_like(p) for p in self.params]
         self.first_fast_weights = [torch.empty_like(p) for p in self.params] if self.adaptive else None
-        # Ascent rules whose descent direction depends on the gradient before the perturbation (GSAM)
-        # set needs_previous_gradient and provide descent_gradient(previous, grads); see _descent_hook.
-        self.previous_grads = ([torch.empty_like(p) for p in self.params]
-                               if getattr(ascent, "needs_previous_gradient", False) else None)
+        self._init_previous_gradient()   # GSAM-style ascent rules (see Minimizer._descent_hook)
         self.inner_step = 0          # inner steps done in the current outer step (two-call/switching use)
         self.last_alpha = None       # per-tensor alphas of the last slow update (device tensor), adaptive only
 
@@ -143,25 +140,6 @@ class Lookbehind(Minimizer):
         torch._foreach_copy_(self.slow_weights, self.params)
         torch._foreach_copy_(self.fast_weights, self.params)
 
-    def _remember_gradient(self):
-        """Keep the gradient now in .grad (the point before the next perturbation) for _descent_hook."""
-        if self.previous_grads is None:
-            return
-        index, _, grads = self._grads()
-        torch._foreach_copy_([self.previous_grads[j] for j in index], grads)
-
-    def _descent_hook(self, remember):
-        """Replace .grad (gradient at the perturbed point) by ascent.descent_gradient(previous, grads);
-        with ``remember``, the raw gradient becomes the previous one of the next inner step."""
-        if self.previous_grads is None:
-            return
-        index, _, grads = self._grads()
-        previous = [self.previous_grads[j] for j in index]
-        descent = self.ascent.descent_gradient(previous, grads)
-        if remember:
-            torch._foreach_copy_(previous, grads)
-        torch._foreach_copy_(grads, descent)
-
     def _fast_step(self, i):
         """theta_i = base step from theta_{i-1} with the gradients in .grad; leaves theta_i in the model."""
         torch._foreach_copy_(self.params, self.fast_weights)
@@ -225,7 +203,7 @@ def cosine_similarities(xs, ys, eps=1e-8):
     """Per-pair cosine similarity of flattened tensors, as one device tensor.
 
     Same formula as ``torch.nn.functional.cosine_similarity`` (each norm clamped at ``eps``)."""
-    dots = torch.stack([d.sum() for d in torch._foreach_mul(xs, ys)])
+    dots = per_tensor_dots(xs, ys)
     x_norms = torch.stack(torch._foreach_norm(xs)).clamp_min(eps)
     y_norms = torch.stack(torch._foreach_norm(ys)).clamp_min(eps)
     return dots / (x_norms * y_norms)

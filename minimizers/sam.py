@@ -78,6 +78,7 @@ class SAM(Minimizer):
         super().__init__(model, optimizer, bn_policy)
         self.ascent = ascent if ascent is not None else SAMAscent(rho)
         self.unperturbed_weights = [torch.empty_like(p) for p in self.params]
+        self._init_previous_gradient()
 
     def step(self, closure):
         loss = self._evaluate(closure)
@@ -90,6 +91,7 @@ class SAM(Minimizer):
     def ascent_step(self):
         """Move the model to w + eps, computed from the gradients now in ``.grad``; zero them."""
         _, params, eps = self._perturbation()
+        self._remember_gradient()
         torch._foreach_copy_(self.unperturbed_weights, self.params)
         torch._foreach_add_(params, eps)
         self.zero_grad()
@@ -97,6 +99,7 @@ class SAM(Minimizer):
     @torch.no_grad()
     def descent_step(self):
         """Restore w and let the base optimizer step with the gradients now in ``.grad``."""
+        self._descent_hook()
         torch._foreach_copy_(self.params, self.unperturbed_weights)
         self.optimizer.step()
         self.zero_grad()
