@@ -310,7 +310,7 @@ def main(argv=None):
             ("in-step overhead", "in_step_overhead_pct", "{:+.1f}%"),
             ("buffers (x params)", "buffers_x_params", "{:.1f}"), ("peak MB", "peak_mb", "{:.0f}")]
     threads = torch.get_num_threads()
-    report = [f"# Benchmark\n",
+    report = ["# Benchmark\n",
               f"`python -m scripts.benchmark {' '.join(sys.argv[1:] if argv is None else argv)}` on "
               f"{device.type} ({platform.processor() or platform.machine()}, {threads} threads), torch "
               f"{torch.__version__}, batch {args.batch_size}, medians of {args.repeats} interleaved rounds, "

@@ -9,8 +9,6 @@ and the comparisons include the BN buffers.
 import io
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
