@@ -37,6 +37,7 @@ import sys
 import pandas as pd
 
 from scripts.common import UserError, write_atomic
+from training.records import METRIC_COLUMNS
 
 RUN_MARKERS = ("config.json", "summary.json", "sweep_status.json")
 # config.json keys that are not settings of the experiment (they may differ between seeds/machines).
@@ -48,8 +49,6 @@ NON_SETTING_KEYS = {
 }
 SUMMARY_FIELDS = ["epochs_completed", "final_test_acc", "best_test_acc", "best_epoch",
                   "final_train_loss", "wall_seconds"]
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                  "epoch_seconds", "images_per_second"]
 STAT_FIELDS = ["final_test_acc", "best_test_acc", "wall_seconds"]
 # Settings listed first (in this order) in the CSVs; others follow alphabetically.
 LEADING = ["sweep", "dataset", "model", "minimizer", "rho", "k", "alpha", "epochs", "seed"]

@@ -4,9 +4,10 @@ Import as ``from scripts.common import ...``; the scripts therefore run as modul
 repository root (``python -m scripts.collect ...``).
 """
 import os
-import tempfile
 
 import pandas as pd
+
+from training.records import atomic_write
 
 # Minimizers in the paper's order; others are listed after them, alphabetically.
 ORDER = ["SGD", "SAM", "ASAM", "Multistep_SAM", "Multistep_ASAM", "Lookahead_SGD", "Lookahead_SAM",
@@ -36,32 +37,10 @@ def minimizer_order(names):
     return [m for m in ORDER if m in names] + sorted(m for m in names if m not in ORDER)
 
 
-def current_umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(path, data):
-    """Write data (str: UTF-8, or bytes) to path atomically: a temporary file in the same directory,
-    fsync'd, given the mode a plain open(path, "w") would (0o666 & ~umask; mkstemp makes it 0o600),
-    then renamed over path.  The temporary file is removed on any error."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """records.atomic_write, creating the parent directory first."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, data)
 
 
 def apply_where(df, where, source="the CSV"):

@@ -18,6 +18,8 @@ import torch
 
 import data
 import example_cifar
+from training import records
+from training.loop import LOG_EVERY, lr_schedule, train_one_epoch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", "256",
@@ -88,7 +90,7 @@ def test_end_to_end_records(straight_run):
     out, result = straight_run
     assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "curves.png", "metrics.csv", "summary.json"]
     with open(os.path.join(out, "metrics.csv")) as f:
-        assert f.readline().strip() == ",".join(example_cifar.METRIC_COLUMNS)
+        assert f.readline().strip() == ",".join(records.METRIC_COLUMNS)
     rows = read_metrics(out)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     for row in rows:
@@ -118,7 +120,7 @@ def test_end_to_end_records(straight_run):
     state = checkpoint(out)
     assert state["epoch"] == 2 and len(state["metrics"]) == 2
     assert "rho=0.05 (default)" in result.stdout  # the resolved default is printed at start
-    assert not os.path.exists(os.path.join(out, ".checkpoint.pt.tmp"))
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]  # no temporary file left
 
 
 def test_resume_equals_uninterrupted_run(straight_run, tmp_path):
@@ -169,13 +171,13 @@ def test_killed_run_resumes_to_the_same_result(straight_run, tmp_path):
 def test_divergence_stops_cleanly_with_exit_3(tmp_path):
     out = str(tmp_path / "diverged")
     result = run_cli(*SMALL, "--minimizer", "SGD", "--lr", "1e6", "--epochs", "2", "--out", out)
-    assert result.returncode == example_cifar.EXIT_DIVERGED, result.stderr
+    assert result.returncode == records.EXIT_DIVERGED, result.stderr
     assert "Traceback" not in result.stderr and "diverged" in result.stderr
     summary = read_json(os.path.join(out, "summary.json"))
     assert summary["status"] == "diverged"
     assert summary["epochs_completed"] < 2
     # Resuming a diverged run does not pretend it completed.
-    assert run_cli("--out", out, "--resume").returncode == example_cifar.EXIT_DIVERGED
+    assert run_cli("--out", out, "--resume").returncode == records.EXIT_DIVERGED
 
 
 def test_corrupted_checkpoint_on_resume_loses_nothing(straight_run, tmp_path):
@@ -298,7 +300,7 @@ def test_lr_schedules_match_torch():
         args = parser.parse_args(flags)
         ours_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         ref_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
-        ours = torch.optim.lr_scheduler.LambdaLR(ours_opt, example_cifar.lr_schedule(args))
+        ours = torch.optim.lr_scheduler.LambdaLR(ours_opt, lr_schedule(args))
         ref = reference(ref_opt)
         for _ in range(args.epochs):
             assert ours_opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-9, abs=1e-12)
@@ -343,8 +345,8 @@ def test_training_epoch_reads_the_device_only_at_log_points(monkeypatch):
         monkeypatch.setattr(torch.Tensor, name,
                             lambda self, *a, _name=name, _original=original, **k: (reads.append(_name),
                                                                                   _original(self, *a, **k))[1])
-    loss, acc, _, finite = example_cifar.train_one_epoch(1, model, minimizer, dataset, args, device, nullcontext)
+    loss, acc, _, finite = train_one_epoch(1, model, minimizer, dataset, args, device, nullcontext)
     monkeypatch.undo()
     batches = data.num_train_batches(dataset, args.batch_size)          # 50 batches
     assert finite and 0 < acc <= 100
-    assert len(reads) == -(-batches // example_cifar.LOG_EVERY), reads   # one read per log point
+    assert len(reads) == -(-batches // LOG_EVERY), reads   # one read per log point

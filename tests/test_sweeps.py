@@ -264,7 +264,7 @@ def test_written_files_are_not_owner_only(synthetic, tmp_path):
     for p in written:
         assert os.stat(p).st_mode & 0o044, f"{p} is owner-only"
         assert os.stat(p).st_mode & 0o777 == 0o644, oct(os.stat(p).st_mode)
-    assert not [p for p in out.rglob(".tmp_*")]
+    assert not [p for p in out.rglob(".*.tmp")]
 
 
 # ------------------------------------------------------------------------------------ bash job queue
