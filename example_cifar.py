@@ -167,7 +167,7 @@ def run(argv):
         minimizer = minimizers.create(args.minimizer, model, optimizer, **minimizer_hparams)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(minimizer.optimizer, lr_schedule(args))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(minimizer, lr_schedule(args))  # param_groups are the base optimizer's
     # The minimizer holds the plain model (its parameters); the compiled module only runs forwards.
     model_forward = torch.compile(model) if args.compile else model
     if device.type == "cuda":
@@ -225,7 +225,7 @@ def run(argv):
 
     for epoch in range(start_epoch, args.epochs + 1):
         epoch_start = time.perf_counter()
-        lr = minimizer.optimizer.param_groups[0]["lr"]
+        lr = minimizer.param_groups[0]["lr"]
         train_loss, train_acc, train_seconds, finite = train_one_epoch(
             epoch, model_forward, minimizer, dataset, args, device, autocast)
         if finite:

@@ -7,12 +7,17 @@ optimizer take its step(s).  Nothing in a step reads a tensor back to the host: 
 interpolation weights stay on the device, so on a GPU a step never stalls the CPU.
 """
 import contextlib
+import copy
 import math
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 BN_POLICIES = ("every", "clean")
+
+# Keys of Minimizer.state_dict() beside the base optimizer's standard "state" and "param_groups".
+MINIMIZER_KEY = "minimizer"            # the minimizer's own buffers and counters
+IDENTITY_KEY = "minimizer_identity"    # its kind and parameter shapes, checked by load_state_dict
 
 # BatchNorm handling of one forward pass (see ``Minimizer._bn_mode``).
 BN_NORMAL = "normal"  # running statistics updated as usual
@@ -64,12 +69,35 @@ def check_choice(name, value, choices):
     return value
 
 
-class Minimizer:
-    """Base class.  Subclasses implement ``step(closure)`` and, if they keep weights, the state hooks.
+def _shared_with_base(name):
+    """A torch.optim.Optimizer attribute that is the base optimizer's own object (not a copy).
+
+    Before the base optimizer is bound (inside torch.optim.Optimizer.__init__) the value is kept
+    aside and then discarded."""
+    def get(self):
+        base = self.__dict__.get("base_optimizer")
+        return getattr(base, name) if base is not None else self.__dict__[f"_unbound_{name}"]
+
+    def set(self, value):
+        base = self.__dict__.get("base_optimizer")
+        if base is None:
+            self.__dict__[f"_unbound_{name}"] = value
+        else:
+            setattr(base, name, value)
+    return property(get, set, doc=f"the base optimizer's ``{name}`` (shared, not copied)")
+
+
+class Minimizer(torch.optim.Optimizer):
+    """Base class: a ``torch.optim.Optimizer`` wrapping a model and its base optimizer.
+
+    ``param_groups``, ``state`` and ``defaults`` *are* the base optimizer's (shared objects), so an LR
+    scheduler, Lightning or any code that reads or changes ``minimizer.param_groups`` acts on the
+    learning rate the base step uses.  Subclasses implement ``step(closure)`` and, if they keep
+    weights or counters, ``_extra_state``/``_load_extra_state``.
 
     Attributes
     ----------
-    model, optimizer : the wrapped model and base optimizer.
+    model, base_optimizer : the wrapped model and base optimizer (``optimizer`` is an alias).
     params, param_names : the model's trainable parameters (``requires_grad``) and their names,
         in ``model.named_parameters()`` order.  Norms are taken over those that have a gradient.
     gradient_evaluations : closure calls per ``step`` (documentation and benchmarks).
@@ -77,35 +105,65 @@ class Minimizer:
 
     gradient_evaluations = 1
 
+    param_groups = _shared_with_base("param_groups")
+    state = _shared_with_base("state")
+    defaults = _shared_with_base("defaults")
+
     def __init__(self, model, optimizer, bn_policy="every"):
         if not isinstance(model, torch.nn.Module):
             raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        self.model = model
-        self.optimizer = optimizer
+        if not isinstance(optimizer, torch.optim.Optimizer) or isinstance(optimizer, Minimizer):
+            raise ValueError(f"optimizer must be a torch.optim.Optimizer over the model's parameters (the base "
+                             f"optimizer, e.g. SGD), got {type(optimizer).__name__}")
         self.bn_policy = check_choice("bn_policy", bn_policy, BN_POLICIES)
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if not named:
             raise ValueError("the model has no trainable parameters")
-        self.param_names = [n for n, _ in named]
-        self.params = [p for _, p in named]
         optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
         missing = [n for n, p in named if id(p) not in optimized]
         if missing:
-            raise ValueError(f"the base optimizer does not hold these trainable parameters: {', '.join(missing[:5])}")
+            raise ValueError(f"the base optimizer does not hold these trainable parameters of the model: "
+                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        self.param_names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+        # torch.optim.Optimizer's bookkeeping (step/state-dict hooks, profiling); the groups it builds
+        # here are dropped: from now on param_groups/state/defaults are the base optimizer's.
+        super().__init__(self.params, {})
+        for name in ("param_groups", "state", "defaults"):
+            del self.__dict__[f"_unbound_{name}"]
+        self.base_optimizer = optimizer
+        self.model = model
         self.batchnorms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
 
-    # ----------------------------------------------------------------------------------- protocol
     @property
-    def param_groups(self):
-        return self.optimizer.param_groups
+    def optimizer(self):
+        """The base optimizer (alias of ``base_optimizer``)."""
+        return self.base_optimizer
 
-    def zero_grad(self):
+    def __getstate__(self):        # torch.optim.Optimizer pickles only defaults/state/param_groups
+        return dict(self.__dict__)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.base_optimizer!r})"
+
+    # ----------------------------------------------------------------------------------- protocol
+    def add_param_group(self, param_group):
+        if "base_optimizer" not in self.__dict__:     # torch.optim.Optimizer.__init__
+            return super().add_param_group(param_group)
+        raise ValueError("a minimizer cannot take new parameter groups: its buffers are sized when it is built; "
+                         "give the base optimizer every parameter group before wrapping it")
+
+    def zero_grad(self, set_to_none=True):
         for p in self.params:
-            p.grad = None
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad.detach_().zero_()
 
-    def step(self, closure):  # pragma: no cover - abstract
+    def step(self, closure=None):  # pragma: no cover - abstract
         raise NotImplementedError
 
     @contextlib.contextmanager
@@ -114,13 +172,62 @@ class Minimizer:
         yield self.model
 
     def state_dict(self):
-        return {"base_optimizer": self.optimizer.state_dict(), "minimizer": self._extra_state()}
+        """The standard optimizer state_dict of the base optimizer (``state``, ``param_groups``) plus
+        ``minimizer`` (this minimizer's buffers and counters) and ``minimizer_identity`` (what it is and
+        the shapes of the parameters it holds, checked on loading)."""
+        state = super().state_dict()    # torch's packing of the shared state/param_groups
+        state[MINIMIZER_KEY] = self._extra_state()
+        state[IDENTITY_KEY] = self._identity()
+        return state
 
     def load_state_dict(self, state_dict):
-        if not isinstance(state_dict, dict) or "base_optimizer" not in state_dict or "minimizer" not in state_dict:
-            raise ValueError("not a minimizer state_dict (expected keys 'base_optimizer' and 'minimizer')")
-        self.optimizer.load_state_dict(state_dict["base_optimizer"])
-        self._load_extra_state(state_dict["minimizer"])
+        """Load a ``state_dict()`` of the same minimizer on the same model (also the format before the
+        minimizers were torch optimizers: ``{"base_optimizer": ..., "minimizer": ...}``).
+
+        ValueError for anything else (another minimizer or model, not a minimizer state); then
+        nothing is changed."""
+        state_dict = _upgrade_state_dict(state_dict)
+        identity = state_dict.get(IDENTITY_KEY)
+        mine = self._identity()
+        if identity is not None and identity.get("kind") != mine["kind"]:
+            raise ValueError(f"this state_dict is from a {identity.get('kind')} minimizer, not {mine['kind']}")
+        if identity is not None and [list(s) for s in identity.get("param_shapes", ())] != mine["param_shapes"]:
+            raise ValueError("this state_dict is from another model: its parameter shapes differ from this model's")
+        self._check_state_shapes(state_dict["state"], state_dict["param_groups"])
+        saved = copy.deepcopy((super().state_dict(), self._extra_state()))
+        try:
+            self.base_optimizer.load_state_dict({"state": state_dict["state"],
+                                                 "param_groups": state_dict["param_groups"]})
+            self._load_extra_state(state_dict[MINIMIZER_KEY])
+        except Exception as exc:  # put everything back: nothing half-loaded
+            self.base_optimizer.load_state_dict(saved[0])
+            self._load_extra_state(saved[1])
+            raise ValueError(f"cannot load this minimizer state_dict: {type(exc).__name__}: {exc}") from None
+
+    def _identity(self):
+        return {"kind": self._kind(), "param_shapes": [list(p.shape) for p in self.params]}
+
+    def _kind(self):
+        """What this minimizer is, for checking a state_dict: class, and ascent rule where there is one."""
+        ascent = getattr(self, "ascent", None)
+        return type(self).__name__ + (f"({type(ascent).__name__})" if ascent is not None else "")
+
+    def _check_state_shapes(self, state, groups):
+        """A per-parameter state tensor of more than one element must have its parameter's shape."""
+        by_index = [p for group in self.param_groups for p in group["params"]]
+        saved_index = [i for group in groups for i in group["params"]]
+        if len(saved_index) != len(by_index):
+            raise ValueError(f"this state_dict holds {len(saved_index)} parameters, the optimizer {len(by_index)}: "
+                             "it is from another model or optimizer")
+        position = {i: j for j, i in enumerate(saved_index)}
+        for key, entry in state.items():
+            if key not in position or not isinstance(entry, dict):
+                continue
+            param = by_index[position[key]]
+            for name, value in entry.items():
+                if torch.is_tensor(value) and value.numel() > 1 and value.shape != param.shape:
+                    raise ValueError(f"this state_dict is from another model: its {name} of parameter {key} has "
+                                     f"shape {tuple(value.shape)}, the parameter {tuple(param.shape)}")
 
     def _extra_state(self):
         return {}
@@ -169,6 +276,9 @@ class Minimizer:
 
     def _evaluate(self, closure, bn=BN_NORMAL, objective=None):
         """One closure call: zero the gradients, run forward+backward under the given BatchNorm mode."""
+        if closure is None:
+            raise ValueError(f"{type(self).__name__}.step needs a closure that runs forward and backward "
+                             "(see minimizers.make_closure); it evaluates the gradient at several points")
         self.zero_grad()
         with torch.enable_grad(), self._bn_mode(bn):
             return closure() if objective is None else closure(objective)
@@ -219,3 +329,21 @@ def make_closure(model, criterion, inputs, targets):
         (loss if objective is None else objective(outputs, targets)).backward()
         return loss.detach()
     return closure
+
+
+def _upgrade_state_dict(state_dict):
+    """A Minimizer state_dict in the current shape; the earlier {"base_optimizer", "minimizer"} shape is
+    converted.  ValueError if it is neither."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"not a minimizer state_dict (got {type(state_dict).__name__})")
+    if "base_optimizer" in state_dict and MINIMIZER_KEY in state_dict and "state" not in state_dict:
+        base = state_dict["base_optimizer"]
+        if not isinstance(base, dict) or "state" not in base or "param_groups" not in base:
+            raise ValueError("not a minimizer state_dict: 'base_optimizer' is not an optimizer state_dict")
+        return {"state": base["state"], "param_groups": base["param_groups"], MINIMIZER_KEY: state_dict[MINIMIZER_KEY]}
+    missing = [key for key in ("state", "param_groups", MINIMIZER_KEY) if key not in state_dict]
+    if missing:
+        hint = " (a plain optimizer's state_dict? load it into minimizer.base_optimizer)" \
+            if missing == [MINIMIZER_KEY] else ""
+        raise ValueError(f"not a minimizer state_dict: no {', '.join(map(repr, missing))}{hint}")
+    return state_dict

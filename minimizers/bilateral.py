@@ -43,7 +43,7 @@ class BilateralSAM(Minimizer):
     def current_rho_min(self):
         return self.rho_min_schedule() if self.anneal else self.rho_min
 
-    def step(self, closure):
+    def step(self, closure=None):
         # The gradient tensors of each pass are kept by reference (zero_grad only drops .grad).
         params = self.params
         loss = self._evaluate(closure)

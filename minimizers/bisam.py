@@ -88,7 +88,7 @@ class BiSAM(SAM):
         self.alpha_tanh = check_nonneg("alpha_tanh", alpha_tanh)
         self.objective = None if surrogate == "ce" else bisam_surrogate(surrogate, self.mu, self.alpha_tanh)
 
-    def step(self, closure):
+    def step(self, closure=None):
         if self.objective is not None:
             check_objective_closure(closure, "BiSAM")
         loss = self._evaluate(closure, objective=self.objective)    # grad Q(w); returns L(w)

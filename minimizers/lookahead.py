@@ -26,7 +26,7 @@ class Lookahead(Minimizer):
     def gradient_evaluations(self):
         return self.inner.gradient_evaluations
 
-    def step(self, closure):
+    def step(self, closure=None):
         if self.fast_steps == 0:
             # The model holds the slow weights right after a synchronisation; read them here so that
             # weights loaded into the model after construction are respected.
@@ -54,6 +54,9 @@ class Lookahead(Minimizer):
         finally:
             with torch.no_grad():
                 torch._foreach_copy_(self.params, fast)
+
+    def _kind(self):
+        return f"Lookahead({self.inner._kind()})"
 
     def _extra_state(self):
         state = {"fast_steps": self.fast_steps, "inner": self.inner._extra_state()}

@@ -60,7 +60,7 @@ class Lookbehind(Minimizer):
         return self.k + 1 if (self.passes == "shared" and not self.minibatch_switching) else 2 * self.k
 
     # ---------------------------------------------------------------------------------------- step
-    def step(self, closure):
+    def step(self, closure=None):
         if self.minibatch_switching:
             return self._inner_step_literal(closure)
         if self.inner_step != 0:

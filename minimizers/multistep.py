@@ -31,7 +31,7 @@ class Multistep(Minimizer):
     def gradient_evaluations(self):
         return self.k + 1
 
-    def step(self, closure):
+    def step(self, closure=None):
         params = self.params
         rho = self.ascent.rho / self.k if self.split_rho else None
         with torch.no_grad():

@@ -53,7 +53,7 @@ class SGD(Minimizer):
 
     gradient_evaluations = 1
 
-    def step(self, closure):
+    def step(self, closure=None):
         loss = self._evaluate(closure)
         self.optimizer.step()
         self.zero_grad()
@@ -80,7 +80,7 @@ class SAM(Minimizer):
         self.unperturbed_weights = [torch.empty_like(p) for p in self.params]
         self._init_previous_gradient()
 
-    def step(self, closure):
+    def step(self, closure=None):
         loss = self._evaluate(closure)
         self.ascent_step()
         self._evaluate(closure, bn=self._perturbed_bn())

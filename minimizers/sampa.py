@@ -64,7 +64,7 @@ class SAMPa(Minimizer):
         self.grad_tilde = [torch.zeros_like(p) for p in self.params]    # grad f(x~_t; B_t), pending
         self.x_weights = [torch.empty_like(p) for p in self.params]
 
-    def step(self, closure):
+    def step(self, closure=None):
         params = self.params
         with torch.no_grad():
             torch._foreach_copy_(self.x_weights, params)                 # x_{t-1}

@@ -128,7 +128,7 @@ class SSAMF(_SparseSAM):
     def gradient_evaluations(self):
         return 3 if self.fisher_pass_due() else 2
 
-    def step(self, closure):
+    def step(self, closure=None):
         loss = self._evaluate(closure)                      # grad L(w): the clean pass comes first
         if self.fisher_pass_due():
             _, params, grads = self._grads()
@@ -221,7 +221,7 @@ class SSAMD(_SparseSAM):
         rate = self.drop_rate / 2.0 * (1.0 + math.cos(math.pi * t / self.T_end))
         return min(int(rate * self.n_keep), self.numel - self.n_keep)
 
-    def step(self, closure):
+    def step(self, closure=None):
         n = self.drop_count(self.steps)
         if n == 0:
             loss = super().step(closure)
