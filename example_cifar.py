@@ -30,10 +30,10 @@ import torch
 import data
 import minimizers
 import models
-from training import records
+from training import distributed, records
 from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_flags, argv_flags,
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
-                          model_name, positive_int, resolve_device, resolve_minimizer_hparams, HPARAM_FLAGS)
+                          model_name, positive_int, resolve_minimizer_hparams, HPARAM_FLAGS)
 from training.loop import evaluate, lr_schedule, train_one_epoch
 from training.plots import plot_curves
 from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE
@@ -41,7 +41,8 @@ from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EX
 # Settings a resumed run may change; every other one must stay what the run started with.
 RESUME_MAY_CHANGE = {"epochs", "device", "data_dir", "download", "out", "resume", "compile"}
 # config.json entries that are records, not flags.
-RECORD_KEYS = {"minimizer_hparams", "versions", "git_commit", "command", "resume_commands", "ignored_flags"}
+RECORD_KEYS = {"minimizer_hparams", "versions", "git_commit", "command", "resume_commands", "ignored_flags",
+               "world_size"}
 
 
 def build_parser():
@@ -69,6 +70,7 @@ def build_parser():
     add_minimizer_flags(flag)
     flag("seed", default=0, type=integer, help="model init and data order (default %(default)s)")
     add_runtime_flags(flag)
+    distributed.add_distributed_flags(flag)
     flag("train_subset", default=None, type=batch_count, help="train on the first N training images only (quick runs)")
     flag("out", default=None, help="run directory (default: runs/<dataset>_<model>_<minimizer>[_hparams]_s<seed>)")
     flag("resume", default=False, action="store_true", help="continue the run in --out from its checkpoint")
@@ -136,7 +138,11 @@ def run(argv):
     args.out = out
 
     minimizer_hparams, ignored_flags = resolve_minimizer_hparams(args)
-    device = resolve_device(args.device)
+    # Under torchrun: this process's device and the process group (a single process otherwise).
+    distributed.check_batch_size(args.batch_size, distributed.processes_from_environment().world_size)
+    device, parallel = distributed.start(args.device, args.ascent_gradient, args.sync_bn)
+    if not parallel.is_main:  # one voice: rank 0 prints, the other ranks train quietly
+        sys.stdout = open(os.devnull, "w")
     if args.channels_last is None:  # a memory format changes speed, not the model: default to the faster one
         args.channels_last = device.type == "cpu" or (device.type == "cuda" and args.precision == "bf16")
     if saved_config is not None:
@@ -159,6 +165,7 @@ def run(argv):
     num_classes = data.DATASETS[args.dataset]["num_classes"]
     torch.manual_seed(args.seed)
     model = models.create_model(args.model, num_classes).to(device)
+    model = distributed.convert_sync_batchnorm(model, parallel, args.sync_bn)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
@@ -169,20 +176,33 @@ def run(argv):
         raise UsageError(str(exc)) from None
     scheduler = torch.optim.lr_scheduler.LambdaLR(minimizer, lr_schedule(args))  # param_groups are the base optimizer's
     # The minimizer holds the plain model (its parameters); the compiled module only runs forwards.
+    # In a data-parallel run the training closures call the DDP module around the same model (every
+    # backward averages the gradients over the processes) and evaluation calls the plain one.
     model_forward = torch.compile(model) if args.compile else model
+    train_forward = parallel.wrap(model)
+    if train_forward is not model:
+        train_forward = torch.compile(train_forward) if args.compile else train_forward
+        parallel.average_gradients_before_step(minimizer.optimizer)  # --ascent_gradient local only
+    else:
+        train_forward = model_forward
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
 
     typed = argv_flags(argv) | {entry.partition("=")[0].strip() for entry in args.hparam}
     described = ", ".join(f"{key}={value}" + ("" if key in typed else " (default)")
                           for key, value in minimizer_hparams.items())
+    processes = (f" x {parallel.world_size} processes (batch {args.batch_size // parallel.world_size} each, "
+                 f"{args.ascent_gradient} ascent gradient)" if parallel.world_size > 1 else "")
     print(f"{args.minimizer} [{described}] | {args.model} on {args.dataset} | lr {args.lr} bs {args.batch_size} "
-          f"epochs {args.epochs} {args.schedule} | device {device.type} {args.precision} | out {out}")
+          f"epochs {args.epochs} {args.schedule} | device {device.type}{processes} {args.precision} | out {out}")
     for name in ignored_flags:
         print(f"note: --{name} does not apply to {args.minimizer}; ignored", file=sys.stderr)
 
     # ---- data (errors here leave no run directory behind)
     dataset = data.load_dataset(args.dataset, args.data_dir, device, args.train_subset, download=args.download)
+    if dataset.train_labels.shape[0] < parallel.world_size:
+        raise UsageError(f"{dataset.train_labels.shape[0]} training images cannot be shared by "
+                         f"{parallel.world_size} processes")
 
     # ---- resume: everything is restored before anything is written
     start_epoch, rows, wall_before = 1, [], 0.0
@@ -195,12 +215,17 @@ def run(argv):
     elif args.resume:
         print(f"note: no checkpoint in {out}; starting the run from scratch", file=sys.stderr)
 
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create the run directory {out}: {exc.strerror or exc}") from None
+    # Only rank 0 writes records, once every process has read the run directory as it was.
+    parallel.barrier()
+    writes = parallel.is_main
+    if writes:
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot create the run directory {out}: {exc.strerror or exc}") from None
     config = {key: value for key, value in vars(args).items()}
     config["device"] = device.type
+    config["world_size"] = parallel.world_size
     config["minimizer_hparams"] = minimizer_hparams
     config["ignored_flags"] = ignored_flags
     config["versions"] = records.versions()
@@ -208,17 +233,21 @@ def run(argv):
     config["command"] = saved_config["command"] if saved_config else ["example_cifar.py"] + argv
     if saved_config is not None:
         config["resume_commands"] = saved_config.get("resume_commands", []) + [["example_cifar.py"] + argv]
-    records.atomic_write_json(config_path, config)
+    if writes:
+        records.atomic_write_json(config_path, config)
     session_start = time.time()
 
     def wall_seconds():
         return wall_before + time.time() - session_start
 
-    records.atomic_write_json(summary_path, records.summary_record(records.STATUS_RUNNING, vars(args), rows, wall_seconds()))
+    if writes:
+        records.atomic_write_json(summary_path, records.summary_record(records.STATUS_RUNNING, vars(args), rows, wall_seconds()))
     autocast = autocast_factory(device, args.precision)
     title = f"{args.minimizer} {args.model} {args.dataset} ({', '.join(f'{k}={v}' for k, v in minimizer_hparams.items())})"
 
     def finish(status):
+        if not writes:
+            return
         records.atomic_write_json(summary_path, records.summary_record(status, vars(args), rows, wall_seconds()))
         if rows:
             plot_curves(os.path.join(out, records.CURVES_FILE), rows, title)
@@ -227,10 +256,10 @@ def run(argv):
         epoch_start = time.perf_counter()
         lr = minimizer.param_groups[0]["lr"]
         train_loss, train_acc, train_seconds, finite = train_one_epoch(
-            epoch, model_forward, minimizer, dataset, args, device, autocast)
+            epoch, train_forward, minimizer, dataset, args, device, autocast, parallel)
         if finite:
             with minimizer.evaluation_weights():
-                test_loss, test_acc = evaluate(model_forward, model, dataset, args, device, autocast)
+                test_loss, test_acc = evaluate(model_forward, model, dataset, args, device, autocast, parallel)
             finite = math.isfinite(test_loss)
         if not finite:
             finish(records.STATUS_DIVERGED)
@@ -242,15 +271,16 @@ def run(argv):
                      "test_loss": test_loss, "test_acc": test_acc,
                      "epoch_seconds": round(time.perf_counter() - epoch_start, 3),
                      "images_per_second": round(dataset.train_labels.shape[0] / train_seconds, 1)})
-        # Checkpoint first: metrics.csv and summary.json are rebuilt from it on resume.
-        records.save_checkpoint(checkpoint_path, {
-            "epoch": epoch, "model": model.state_dict(),
-            "minimizer": minimizer.state_dict(), "scheduler": scheduler.state_dict(), "metrics": rows,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-            "wall_seconds": wall_seconds()})
-        records.write_metrics_csv(os.path.join(out, records.METRICS_FILE), rows)
-        records.atomic_write_json(summary_path, records.summary_record(records.STATUS_RUNNING, vars(args), rows, wall_seconds()))
+        if writes:  # rank 0's model holds the weights and (after evaluate) the buffers every rank has
+            # Checkpoint first: metrics.csv and summary.json are rebuilt from it on resume.
+            records.save_checkpoint(checkpoint_path, {
+                "epoch": epoch, "model": model.state_dict(),
+                "minimizer": minimizer.state_dict(), "scheduler": scheduler.state_dict(), "metrics": rows,
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+                "wall_seconds": wall_seconds()})
+            records.write_metrics_csv(os.path.join(out, records.METRICS_FILE), rows)
+            records.atomic_write_json(summary_path, records.summary_record(records.STATUS_RUNNING, vars(args), rows, wall_seconds()))
         print(f"epoch {epoch:3d}/{args.epochs} lr {lr:.4g} | train loss {train_loss:.4f} acc {train_acc:6.2f}% | "
               f"test loss {test_loss:.4f} acc {test_acc:6.2f}% | {rows[-1]['epoch_seconds']:.1f}s "
               f"{rows[-1]['images_per_second']:.0f} img/s", flush=True)
@@ -267,12 +297,15 @@ def main(argv=None):
         return run(argv)
     except (UsageError, data.DataError) as exc:
         message = " ".join(str(exc).split())  # one line
-        print(f"error: {message}", file=sys.stderr)
+        if distributed.processes_from_environment().is_main:  # under torchrun every rank has the same error
+            print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         # The last checkpoint is intact (atomic writes) and the summary still says "running".
         print("interrupted; continue with --resume (same --out)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        distributed.close()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ RandomHorizontalFlip() and Normalize(mean, std), in distribution: crop offsets u
 API:
     dataset = load_dataset(name, data_dir, device, train_subset=None, download=True)
     for inputs, labels in train_batches(dataset, batch_size, seed, epoch): ...
+    for inputs, labels, batch_images in train_shards(dataset, batch_size, seed, epoch, rank=r, world_size=n): ...
     for inputs, labels in test_batches(dataset, batch_size): ...
     augment_batch(images_uint8, offsets, flips)  # the crop + flip alone (uint8 in, uint8 out)
     normalize(images_uint8, mean, std)            # uint8 -> float32
@@ -240,38 +241,64 @@ def epoch_randomness(num_images, seed, epoch):
     return permutation, offsets, flips
 
 
-def train_batches(dataset, batch_size, seed, epoch, channels_last=False):
-    """Yield (normalised augmented inputs, labels) for one shuffled training epoch.
+def shard_bounds(count, rank, world_size):
+    """[begin, end) of rank's contiguous share of `count` items split over world_size ranks as evenly
+    as possible (sizes differ by at most one)."""
+    return count * rank // world_size, count * (rank + 1) // world_size
 
-    The last partial batch is kept (drop_last=False, as the authors' DataLoader), except a final
-    batch of a single image, which BatchNorm cannot train on; it is skipped for that epoch.
+
+def _kept_batches(count, batch_size, world_size):
+    """Start offsets of the epoch's global batches. The last partial batch is kept (drop_last=False, as
+    the authors' DataLoader) unless it is too small to train on: a single image, which BatchNorm
+    cannot train on, or, in a data-parallel run, fewer images than processes (a rank would get none)."""
+    smallest = max(2, world_size)
+    return [start for start in range(0, count, batch_size)
+            if start == 0 or count - start >= min(smallest, batch_size)]
+
+
+def train_shards(dataset, batch_size, seed, epoch, channels_last=False, rank=0, world_size=1):
+    """Yield (normalised augmented inputs, labels, images in the global batch) for one shuffled epoch.
+
+    batch_size is the global batch; with world_size > 1 each global batch is cut into world_size
+    contiguous shards of the epoch's permutation and this yields rank's shard, so the ranks together
+    see exactly the batches of a single process. Only that shard is augmented.
     """
     device = dataset.train_images.device
     count = dataset.train_images.shape[0]
     permutation, offsets, flips = (t.to(device, non_blocking=True)
                                    for t in epoch_randomness(count, seed, epoch))
-    for start in range(0, count, batch_size):
-        index = permutation[start:start + batch_size]
-        if index.numel() == 1 and count > 1:
-            break
+    for start in _kept_batches(count, batch_size, world_size):
+        batch_images = min(batch_size, count - start)
+        begin, end = shard_bounds(batch_images, rank, world_size)
+        index = permutation[start + begin:start + end]
         images = augment_batch(dataset.train_images[index], offsets[index], flips[index])
         inputs = normalize(images, dataset.mean, dataset.std)
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        yield inputs, dataset.train_labels[index]
+        yield inputs, dataset.train_labels[index], batch_images
 
 
-def test_batches(dataset, batch_size, channels_last=False):
-    """Yield (normalised inputs, labels) over the test set in order, no augmentation."""
-    count = dataset.test_images.shape[0]
-    for start in range(0, count, batch_size):
-        inputs = normalize(dataset.test_images[start:start + batch_size], dataset.mean, dataset.std)
+def train_batches(dataset, batch_size, seed, epoch, channels_last=False):
+    """Yield (normalised augmented inputs, labels) for one shuffled training epoch (one process).
+
+    The last partial batch is kept (drop_last=False, as the authors' DataLoader), except a final
+    batch of a single image, which BatchNorm cannot train on; it is skipped for that epoch.
+    """
+    for inputs, labels, _ in train_shards(dataset, batch_size, seed, epoch, channels_last):
+        yield inputs, labels
+
+
+def test_batches(dataset, batch_size, channels_last=False, rank=0, world_size=1):
+    """Yield (normalised inputs, labels) over the test set in order, no augmentation; with
+    world_size > 1, over rank's contiguous share of the test set only."""
+    begin, end = shard_bounds(dataset.test_images.shape[0], rank, world_size)
+    for start in range(begin, end, batch_size):
+        stop = min(start + batch_size, end)
+        inputs = normalize(dataset.test_images[start:stop], dataset.mean, dataset.std)
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-        yield inputs, dataset.test_labels[start:start + batch_size]
+        yield inputs, dataset.test_labels[start:stop]
 
 
-def num_train_batches(dataset, batch_size):
-    count = dataset.train_images.shape[0]
-    batches = -(-count // batch_size)
-    return batches - 1 if count > 1 and count % batch_size == 1 else batches
+def num_train_batches(dataset, batch_size, world_size=1):
+    return len(_kept_batches(dataset.train_images.shape[0], batch_size, world_size))

@@ -14,33 +14,47 @@ from tqdm import tqdm
 
 import data
 
+from .distributed import SINGLE_PROCESS
+
 LOG_EVERY = 20          # batches between reads of the loss (the only host syncs while training)
 EVAL_BATCH_SIZE = 512   # evaluation batch size only changes speed, not results
 
 
-def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, autocast):
+def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, autocast, parallel=SINGLE_PROCESS):
     """One epoch, one minimizer.step per batch. Returns (loss, acc %, seconds, finite).
 
     Loss sum and correct count accumulate on the device; they are read (one host sync)
-    every LOG_EVERY batches and at the end, which is also where a non-finite loss is caught."""
+    every LOG_EVERY batches and at the end, which is also where a non-finite loss is caught.
+    In a data-parallel run (parallel, training.distributed) this process trains on its shard of
+    each global batch of args.batch_size images, model_forward is the DDP module, and the sums are
+    added over the processes at those same points, so the returned values are global."""
     minimizer.model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = logged = 0
-    num_batches = data.num_train_batches(dataset, args.batch_size)
+    seen = logged = 0  # images of the global batches so far
+    world_size = parallel.world_size
+    num_batches = data.num_train_batches(dataset, args.batch_size, world_size)
     bar = tqdm(total=num_batches * args.batch_size if num_batches else 0, unit="img", unit_scale=True,
-               leave=False, dynamic_ncols=True, disable=None, desc=f"epoch {epoch}/{args.epochs}")
+               leave=False, dynamic_ncols=True, disable=None if parallel.is_main else True,
+               desc=f"epoch {epoch}/{args.epochs}")
     start = time.perf_counter()
-    batches = data.train_batches(dataset, args.batch_size, args.seed, epoch, args.channels_last)
-    for index, (inputs, targets) in enumerate(batches, start=1):
+    batches = data.train_shards(dataset, args.batch_size, args.seed, epoch, args.channels_last,
+                                parallel.rank, world_size)
+    for index, (inputs, targets, batch_images) in enumerate(batches, start=1):
         clean_outputs = []
+        # This shard's weight in the global batch: DDP averages the ranks' gradients, so a mean loss
+        # scaled by shard/(batch/world) makes that average the global batch's mean gradient, also
+        # for an uneven final batch (1.0, i.e. no scaling, for equal shards and for one process).
+        share = targets.shape[0] * world_size / batch_images
 
         def closure(objective=None):
-            with autocast():
-                outputs = model_forward(inputs)
-            outputs = outputs.float()  # loss (and any objective) in fp32
-            loss = F.cross_entropy(outputs, targets)
-            (loss if objective is None else objective(outputs, targets)).backward()
+            with parallel.pass_context():  # DDP's no_sync() for local ascent gradients, else nothing
+                with autocast():
+                    outputs = model_forward(inputs)
+                outputs = outputs.float()  # loss (and any objective) in fp32
+                loss = F.cross_entropy(outputs, targets)
+                backward = loss if objective is None else objective(outputs, targets)
+                (backward if share == 1.0 else backward * share).backward()
             if not clean_outputs:  # the first call is the clean pass: it gives train accuracy
                 clean_outputs.append(outputs.detach())
             return loss.detach()
@@ -48,9 +62,10 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, auto
         loss = minimizer.step(closure)  # the clean-pass loss
         loss_sum += loss * targets.shape[0]
         correct += (clean_outputs[0].argmax(dim=1) == targets).sum()
-        seen += targets.shape[0]
+        seen += batch_images
         if index % LOG_EVERY == 0 or index == num_batches:
-            loss_total, correct_total = torch.stack([loss_sum, correct.float()]).tolist()
+            totals = parallel.all_reduce_sum(torch.stack([loss_sum, correct.float()]))
+            loss_total, correct_total = totals.tolist()
             if not math.isfinite(loss_total):
                 bar.close()
                 return loss_total / seen, 100.0 * correct_total / seen, time.perf_counter() - start, False
@@ -64,11 +79,16 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, auto
 
 
 @torch.no_grad()
-def evaluate(model_forward, model, dataset, args, device, autocast):
+def evaluate(model_forward, model, dataset, args, device, autocast, parallel=SINGLE_PROCESS):
+    """(test loss, test acc %) of `model` (run through model_forward, the plain or compiled module,
+    never the DDP one). In a data-parallel run every process evaluates its share of the test set
+    with rank 0's buffers (BatchNorm running statistics, broadcast first) and the sums are added."""
+    parallel.broadcast_buffers(model)
     model.eval()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for inputs, targets in data.test_batches(dataset, EVAL_BATCH_SIZE, args.channels_last):
+    for inputs, targets in data.test_batches(dataset, EVAL_BATCH_SIZE, args.channels_last,
+                                             parallel.rank, parallel.world_size):
         with autocast():
             outputs = model_forward(inputs)
         outputs = outputs.float()
@@ -76,7 +96,7 @@ def evaluate(model_forward, model, dataset, args, device, autocast):
         correct += (outputs.argmax(dim=1) == targets).sum()
     model.train()
     count = dataset.test_labels.shape[0]
-    loss_total, correct_total = torch.stack([loss_sum, correct.float()]).tolist()
+    loss_total, correct_total = parallel.all_reduce_sum(torch.stack([loss_sum, correct.float()])).tolist()
     return loss_total / count, 100.0 * correct_total / count
 
 
