@@ -1,19 +1,30 @@
 """BiSAM (Xie et al., ICML 2024): the ascent maximizes a lower bound of the 0-1 loss.  Two passes.
 
-With logits f(x) (batch n x K) and labels y, the margins F_j = f(x)_j - f(x)_y (F_y = 0) and
+The step of the authors' code (LIONS-EPFL/BiSAM, train.py + loss_fnc.py + utility/sam.py, commit
+be996e4).  With logits f(x) (batch n x K), labels y and the margins F_j = f(x)_j - f(x)_y (F_y = 0):
 
-    Q(w) = mean_i (1/mu) log sum_j exp(mu * phi(F_ij))
-    phi(x) = tanh(alpha_tanh x)                             ("tanh", BiSAM_tanh)
-    phi(x) = 1 - log(1 + exp(gamma - x)),  gamma = log(e-1)  ("log",  BiSAM_log; phi(0) = 0)
+    Q(w) = mean_i log sum_j exp(mu * phi(F_ij))              (their loss_fnc.py; see below)
+    phi(x) = tanh(alpha_tanh x)                               ("tanh", BiSAM_tanh)
+    phi(x) = 1 + softplus(x - gamma, beta=-1)                 ("log", BiSAM_log)
+           = 1 - log(1 + exp(gamma - x)),  gamma = log(e-1)   (phi(0) = 0)
 
-    eps = rho * grad Q(w) / (||grad Q(w)|| + 1e-16)
-    base optimizer step from w with grad L(w + eps)          (L = the closure's training loss)
+    e = rho * grad Q(w) / (||grad Q(w)|| + 1e-12)             (their SAM's 1e-12)
+    base optimizer step from w with grad L(w + e)             (L = the closure's training loss;
+                                                               BatchNorm statistics frozen)
 
-Vectorised over the batch (one gather, one logsumexp).  Defaults: rho=0.05 (the authors' CIFAR-10
-command, SAM's), mu=10 and alpha_tanh=0.1 for tanh, mu=1 for log: the defaults of the surrogate
-functions in the authors' code (LIONS-EPFL/BiSAM loss_fnc.py).  Caveat: the authors' train.py passes
-its --mu flag (default 1.0) to both surrogates, so their script's out-of-the-box tanh run uses mu=1.  ``surrogate="ce"`` (not registered; for tests) makes
-the ascent use the training loss itself, which is SAM exactly.
+The paper and the README write Q with a 1/mu in front of the log; their code leaves it out.  The
+ascent only uses the direction of grad Q, so the two differ by the 1e-12 guard alone; we follow the
+code.  ``phi`` for "log" is their ``softplus(., beta=-1)`` expression, PyTorch's linear branch past
+its threshold included.  Vectorised over the batch (one gather, one logsumexp).
+
+BatchNorm: their loop sets every BatchNorm momentum to 0 for the second (perturbed) pass, so the
+default is ``bn_policy="clean"``; the ascent pass (on Q) updates the statistics as usual.
+
+Defaults: rho=0.05 (the authors' CIFAR-10 command, SAM's), mu=10 and alpha_tanh=0.1 for tanh, mu=1 for
+log: the defaults of the surrogate functions in their loss_fnc.py.  Caveat: their train.py passes
+its --mu flag (default 1.0) to both surrogates, so their script's out-of-the-box tanh run uses mu=1
+(``--hparam mu=1`` here).  ``surrogate="ce"`` (not registered; for tests) makes the ascent use the
+training loss itself, which is SAM (exactly, with ``eps=1e-16``).
 
 Closure contract.  The ascent pass needs the logits and labels, not the loss, so BiSAM calls
 ``closure(objective)``: the closure must accept one optional argument and, when it is given,
@@ -37,10 +48,12 @@ import torch
 import torch.nn.functional as F
 
 from .base import check_choice, check_rho
-from .gsam import check_nonneg
-from .sam import SAM, SAMAscent
+from .gsam import EpsAscent, check_nonneg
+from .sam import SAM
+
 
 SURROGATES = ("tanh", "log")
+BISAM_EPS = 1e-12       # their SAM's guard in rho / (||grad Q|| + 1e-12)
 GAMMA = math.log(math.e - 1.0)
 
 
@@ -58,7 +71,7 @@ def check_objective_closure(closure, who):
 
 
 def bisam_surrogate(phi="tanh", mu=10.0, alpha_tanh=0.1):
-    """objective(outputs, targets) -> Q, the BiSAM lower-bound surrogate (a scalar)."""
+    """objective(outputs, targets) -> Q, the BiSAM lower-bound surrogate of the authors' code (a scalar)."""
     check_choice("phi", phi, SURROGATES)
 
     def objective(outputs, targets):
@@ -69,8 +82,8 @@ def bisam_surrogate(phi="tanh", mu=10.0, alpha_tanh=0.1):
         if phi == "tanh":
             values = torch.tanh(alpha_tanh * margins)
         else:
-            values = 1.0 - F.softplus(GAMMA - margins)
-        return (torch.logsumexp(mu * values, dim=1) / mu).mean()
+            values = 1.0 + F.softplus(margins - GAMMA, beta=-1)
+        return torch.logsumexp(mu * values, dim=1).mean()
     return objective
 
 
@@ -79,8 +92,9 @@ class BiSAM(SAM):
 
     gradient_evaluations = 2
 
-    def __init__(self, model, optimizer, rho=0.05, surrogate="tanh", mu=10.0, alpha_tanh=0.1, bn_policy="every"):
-        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=SAMAscent(check_rho(rho)))
+    def __init__(self, model, optimizer, rho=0.05, surrogate="tanh", mu=10.0, alpha_tanh=0.1, bn_policy="clean",
+                 eps=BISAM_EPS):
+        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=EpsAscent(check_rho(rho), eps))
         self.surrogate = check_choice("surrogate", surrogate, (*SURROGATES, "ce"))
         self.mu = check_nonneg("mu", mu)
         if self.mu == 0.0:

@@ -1,31 +1,38 @@
 """GSAM (Zhuang et al., ICLR 2022): surrogate-gap guided SAM.  Two gradient evaluations per step.
 
-With g = grad L_B(w) and the radius rho_t of the current learning rate,
+The step of the authors' code (juntang-zhuang/GSAM, gsam/gsam.py, commit a770275), with
+g = grad L_B(w), the radius rho_t of the current learning rate and eps = 1e-12 (their ``perturb_eps``):
 
-    eps   = rho_t * g / (||g|| + 1e-16)                      (the SAM ascent, same expression)
-    g_p   = grad L_B(w + eps)
-    g_perp = g - (<g, g_p> / (||g_p||^2 + 1e-16)) * g_p      (the part of g orthogonal to g_p)
+    e      = rho_t * g / (||g|| + eps)
+    g_p    = grad L_B(w + e)                                   (BatchNorm statistics frozen)
+    cos    = <g, g_p> / (||g_p|| ||g|| + eps)
+    g_perp = g - cos * ||g|| * g_p / (||g_p|| + eps)           (the part of g orthogonal to g_p)
     base optimizer step from w with the gradient  g_p - alpha_g * g_perp
 
-rho_t follows the learning rate linearly (the GSAM code's ProportionScheduler):
+rho_t follows the learning rate linearly (their ProportionScheduler):
 
     rho_t = rho_min + (rho_max - rho_min) * (lr_t - lr_min) / (lr_max - lr_min)
 
 with lr_t = ``optimizer.param_groups[0]['lr']`` (a Python float: no host sync), lr_max the initial
 learning rate (``param_groups[0]['initial_lr']`` once a torch LR scheduler has set it, else the lr
 when the minimizer was built) and lr_min = 0 unless given.  A constant learning rate (lr_max <=
-lr_min) gives rho_max.  alpha_g = 0 with rho_max = rho_min is SAM exactly (the decomposition is
-skipped, the perturbation is the SAM expression), which the tests check bit for bit.
+lr_min) gives rho_max.  Their ProportionScheduler reads the lr of a torch scheduler the same way;
+with their own CosineScheduler its very first value is the scheduler's ``init_value`` (0), so their
+example's first step uses rho_min (no effect there: rho_max = rho_min = 2.0).
 
-The orthogonal part uses the projection coefficient <g, g_p>/||g_p||^2; the GSAM code writes the same
-quantity as cos(g, g_p) * ||g|| / ||g_p|| (its 1e-12 guards differ from our 1e-16 only in rounding).
+BatchNorm: their step sets every BatchNorm momentum to 0 for the perturbed pass, so the default is
+``bn_policy="clean"``.  (momentum 0 still advances ``num_batches_tracked``; ours counts only the
+passes that update the statistics, which matters only for momentum=None, refused here.)
 
-Defaults (registry): rho_max=0.04, rho_min=0.02, alpha_g=0.01.  Source: the values a public PyTorch
+alpha_g = 0 skips the decomposition; with rho_max = rho_min and ``eps=1e-16`` it is SAM bit for bit
+(tested).  ``eps`` is a constructor argument of ``GSAM``/``GSAMAscent``, not a registry hyperparameter.
+
+Defaults (registry): rho_max=0.04, rho_min=0.02, alpha_g=0.01: the values a public PyTorch
 reimplementation uses for ResNets (non-adaptive GSAM), which we read as the paper's ResNet/ImageNet
-setting; not checked against the paper's table here.  The paper has no CIFAR setting for plain GSAM;
-the authors' PyTorch CIFAR example (juntang-zhuang/GSAM, example/train.py) runs *adaptive* GSAM with
-rho_max=rho_min=2.0, alpha=0.2 and a linearly decaying rho, an ASAM-style perturbation we do not
-register.  Sweep rho_max/alpha_g for CIFAR.
+setting; not checked against the paper's table here.  The paper has no CIFAR setting for plain GSAM.
+The authors' CIFAR example (example/train.py) runs *adaptive* GSAM (``--adaptive`` defaults to True:
+e = rho_t w^2 g / (||w g|| + eps)) with alpha = 0.4 and rho_max = rho_min = 2.0, i.e. a constant rho
+under a cosine learning rate; adaptive GSAM is not registered here.  Sweep rho_max/alpha_g for CIFAR.
 
 The ascent rule ``GSAMAscent`` also plugs into ``Lookbehind`` (``Lookbehind_GSAM``): it sets
 ``needs_previous_gradient`` and provides ``descent_gradient(previous, grads)``, which Lookbehind
@@ -78,12 +85,28 @@ class LRProportional:
         return self.low + (self.high - self.low) * (group["lr"] - self.lr_min) / (lr_max - self.lr_min)
 
 
-class GSAMAscent(SAMAscent):
-    """eps = rho_t g/(||g|| + 1e-16); descent direction g_p - alpha_g g_perp (see the module docstring)."""
+class EpsAscent(SAMAscent):
+    """SAM's ascent e = rho g / (||g|| + eps) with the guard ``eps`` of a variant's official code
+    (SAM itself keeps 1e-16; GSAM, BiSAM and SAMPa use 1e-12, SSAM 1e-7)."""
+
+    def __init__(self, rho, eps):
+        super().__init__(rho)
+        self.eps = check_nonneg("eps", eps)
+
+    def perturbation(self, names, params, grads, rho=None):
+        scale = (self.rho if rho is None else rho) / (global_norm(grads) + self.eps)
+        return torch._foreach_mul(grads, scale)
+
+
+GSAM_EPS = 1e-12     # the authors' perturb_eps (perturbation and decomposition denominators)
+
+
+class GSAMAscent(EpsAscent):
+    """e = rho_t g/(||g|| + eps); descent direction g_p - alpha_g g_perp (see the module docstring)."""
 
     needs_previous_gradient = True      # per instance: False when alpha_g = 0 (plain SAM descent)
 
-    def __init__(self, rho_max=0.04, rho_min=0.02, alpha_g=0.01, lr_max=None, lr_min=0.0):
+    def __init__(self, rho_max=0.04, rho_min=0.02, alpha_g=0.01, lr_max=None, lr_min=0.0, eps=GSAM_EPS):
         self.rho_max = check_rho(rho_max)
         self.rho_min = check_rho(rho_min)
         if self.rho_min > self.rho_max:
@@ -91,6 +114,7 @@ class GSAMAscent(SAMAscent):
         self.alpha_g = check_nonneg("alpha_g", alpha_g)
         self.needs_previous_gradient = self.alpha_g != 0.0
         self.schedule = LRProportional(self.rho_max, self.rho_min, lr_max, lr_min)
+        self.eps = check_nonneg("eps", eps)      # rho is a property (the schedule): no super().__init__
 
     @property
     def rho(self):
@@ -107,7 +131,9 @@ class GSAMAscent(SAMAscent):
         if self.alpha_g == 0.0:
             return list(grads)
         dot = per_tensor_dots(previous, grads).sum()
-        coef = dot / (global_norm(grads) ** 2 + 1e-16)
+        norm_p, norm = global_norm(grads), global_norm(previous)
+        cosine = dot / (norm_p * norm + self.eps)
+        coef = cosine * norm / (norm_p + self.eps)                               # the authors' expression
         perp = torch._foreach_sub(previous, torch._foreach_mul(grads, coef))     # g - coef g_p
         torch._foreach_mul_(perp, -self.alpha_g)
         torch._foreach_add_(perp, grads)                                         # g_p - alpha g_perp
@@ -120,8 +146,8 @@ class GSAM(SAM):
     gradient_evaluations = 2
 
     def __init__(self, model, optimizer, rho_max=0.04, rho_min=0.02, alpha_g=0.01, lr_max=None, lr_min=0.0,
-                 bn_policy="every"):
-        ascent = GSAMAscent(rho_max, rho_min, alpha_g, lr_max, lr_min)
+                 bn_policy="clean", eps=GSAM_EPS):
+        ascent = GSAMAscent(rho_max, rho_min, alpha_g, lr_max, lr_min, eps)
         super().__init__(model, optimizer, bn_policy=bn_policy, ascent=ascent)
         ascent.bind(optimizer)
         # The previous-gradient buffer and the decomposed descent come from Minimizer._descent_hook.

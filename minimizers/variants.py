@@ -1,5 +1,10 @@
-"""Registry entries of the SAM-family variants (issue 6): GSAM, SSAM-F/D, BiSAM, SAMPa, Bilateral SAM,
-Lookbehind around GSAM.  Imported by ``minimizers/__init__.py`` after its own entries."""
+"""Registry entries of the SAM-family variants: GSAM, SSAM-F/D, BiSAM, SAMPa, Bilateral SAM, Lookbehind
+around GSAM.  Imported by ``minimizers/__init__.py`` after its own entries.
+
+Each variant's defaults reproduce its official code's step, its BatchNorm policy included: GSAM,
+BiSAM and Bilateral SAM freeze the statistics on perturbed passes ("clean"), SSAM updates them on every
+pass ("every"), SAMPa keeps those of its perturbed passes ("perturbed").  Lookbehind_GSAM is ours and
+keeps the Lookbehind authors' "every"."""
 from . import register
 from .bilateral import BilateralSAM
 from .bisam import BiSAM
@@ -20,7 +25,7 @@ def _gsam_ascent(opt, rho_max, rho_min, alpha_g, lr_max, lr_min):
 register("GSAM",
          lambda model, opt, rho_max, rho_min, alpha_g, lr_max, lr_min, bn_policy:
          GSAM(model, opt, rho_max, rho_min, alpha_g, lr_max, lr_min, bn_policy),
-         {**_GSAM, **_BN}, "2", "Zhuang et al., ICLR 2022")
+         {**_GSAM, "bn_policy": "clean"}, "2", "Zhuang et al., ICLR 2022")
 
 register("SSAM_F",
          lambda model, opt, rho, sparsity, num_samples, mask_update_interval, bn_policy:
@@ -40,22 +45,25 @@ register("SSAM_D",
 register("BiSAM_tanh",
          lambda model, opt, rho, mu, alpha_tanh, bn_policy:
          BiSAM(model, opt, rho, "tanh", mu, alpha_tanh, bn_policy),
-         {"rho": 0.05, "mu": 10.0, "alpha_tanh": 0.1, **_BN}, "2 (closure(objective) for the ascent)",
+         {"rho": 0.05, "mu": 10.0, "alpha_tanh": 0.1, "bn_policy": "clean"}, "2 (closure(objective) for the ascent)",
          "Xie et al., ICML 2024")
 
 register("BiSAM_log",
          lambda model, opt, rho, mu, bn_policy: BiSAM(model, opt, rho, "log", mu, 0.1, bn_policy),
-         {"rho": 0.05, "mu": 1.0, **_BN}, "2 (closure(objective) for the ascent)", "Xie et al., ICML 2024")
+         {"rho": 0.05, "mu": 1.0, "bn_policy": "clean"}, "2 (closure(objective) for the ascent)",
+         "Xie et al., ICML 2024")
 
 register("SAMPa",
-         lambda model, opt, rho, lam, bn_policy: SAMPa(model, opt, rho, lam, bn_policy),
-         {"rho": 0.1, "lam": 0.2, **_BN}, "2 (computed one after the other on one device)",
+         lambda model, opt, rho, lam, first_step, bn_policy: SAMPa(model, opt, rho, lam, first_step, bn_policy),
+         {"rho": 0.1, "lam": 0.2, "first_step": "sgd", "bn_policy": "perturbed"},
+         "2 (computed one after the other on one device)",
          "Xie, Pethick & Cevher, NeurIPS 2024")
 
 register("BilateralSAM",
-         lambda model, opt, rho_max, rho_min, anneal, beta, lr_max, lr_min, bn_policy:
-         BilateralSAM(model, opt, rho_max, rho_min, anneal, beta, lr_max, lr_min, bn_policy),
-         {"rho_max": 0.05, "rho_min": 0.05, "anneal": True, "beta": 1.0, "lr_max": None, "lr_min": 0.0, **_BN},
+         lambda model, opt, rho_max, rho_min, anneal, beta, lr_max, lr_min, official_code, bn_policy:
+         BilateralSAM(model, opt, rho_max, rho_min, anneal, beta, lr_max, lr_min, official_code, bn_policy),
+         {"rho_max": 0.05, "rho_min": 0.05, "anneal": True, "beta": 1.0, "lr_max": None, "lr_min": 0.0,
+          "official_code": False, "bn_policy": "clean"},
          "3 (2 with beta=0)", "Deng et al., 2024 (arXiv 2409.13173)", aliases=("BSAM",))
 
 register("Lookbehind_GSAM",

@@ -11,6 +11,7 @@ import torch
 
 import minimizers
 import models
+from minimizers.sampa import SAMPA_BN_POLICIES   # every policy (SAMPa accepts one more)
 
 # Minimizer hyperparameters that have their own flag; each is passed to minimizers.create only
 # if the chosen minimizer accepts it (minimizers.hparams(name)), else it is ignored with a note.
@@ -104,8 +105,9 @@ def add_minimizer_flags(flag, default="Lookbehind_SAM"):
          help="steps per outer step (library default: 2 Lookbehind/Multistep, 5 Lookahead)")
     flag("alpha", default=None, type=finite_float(),
          help="slow-weight step size in (0, 1], -1 = adaptive (library default 0.5)")
-    flag("bn_policy", default=None, choices=list(minimizers.BN_POLICIES),
-         help="BatchNorm statistics from every pass or the clean pass only (library default: every)")
+    flag("bn_policy", default=None, choices=list(SAMPA_BN_POLICIES),
+         help="BatchNorm statistics from every pass, the clean passes only, or (SAMPa) the perturbed passes "
+              "only (library default: the minimizer's, see minimizers/README.md)")
     flag("passes", default=None, choices=list(minimizers.PASSES),
          help="Lookbehind: k+1 shared gradient evaluations or the authors' literal 2k (default: shared)")
     flag("minibatch_switching", default=None, action=argparse.BooleanOptionalAction,
