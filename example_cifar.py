@@ -34,7 +34,7 @@ from training import distributed, records
 from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_flags, argv_flags,
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_minimizer_hparams, HPARAM_FLAGS)
-from training.loop import evaluate, lr_schedule, train_one_epoch
+from training.loop import alpha_columns, evaluate, lr_schedule, train_one_epoch
 from training.plots import plot_curves
 from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE
 
@@ -66,6 +66,8 @@ def build_parser():
     flag("schedule", default="multistep", choices=["multistep", "cosine"],
          help="multistep (default): lr x gamma at each milestone, as the authors; cosine: to 0 over --epochs")
     flag("milestones", default=[50, 100, 150], type=positive_int, nargs="+", help="multistep milestone epochs (default 50 100 150)")
+    flag("warmup_epochs", default=0, type=finite_float(minimum=0.0),
+         help="linear lr warm-up over the first W epochs, per step (default 0 = none, the authors' recipe)")
     flag("gamma", default=0.1, type=finite_float(strictly_positive=True), help="multistep decay factor (default %(default)s)")
     add_minimizer_flags(flag)
     flag("seed", default=0, type=integer, help="model init and data order (default %(default)s)")
@@ -257,6 +259,7 @@ def run(argv):
         lr = minimizer.param_groups[0]["lr"]
         train_loss, train_acc, train_seconds, finite = train_one_epoch(
             epoch, train_forward, minimizer, dataset, args, device, autocast, parallel)
+        alpha_row = alpha_columns(minimizer)   # per-epoch adaptive-alpha statistics (one host read)
         if finite:
             with minimizer.evaluation_weights():
                 test_loss, test_acc = evaluate(model_forward, model, dataset, args, device, autocast, parallel)
@@ -270,7 +273,7 @@ def run(argv):
         rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,
                      "test_loss": test_loss, "test_acc": test_acc,
                      "epoch_seconds": round(time.perf_counter() - epoch_start, 3),
-                     "images_per_second": round(dataset.train_labels.shape[0] / train_seconds, 1)})
+                     "images_per_second": round(dataset.train_labels.shape[0] / train_seconds, 1), **alpha_row})
         if writes:  # rank 0's model holds the weights and (after evaluate) the buffers every rank has
             # Checkpoint first: metrics.csv and summary.json are rebuilt from it on resume.
             records.save_checkpoint(checkpoint_path, {

@@ -54,6 +54,8 @@ class Lookbehind(Minimizer):
         self._init_previous_gradient()   # GSAM-style ascent rules (see Minimizer._descent_hook)
         self.inner_step = 0          # inner steps done in the current outer step (two-call/switching use)
         self.last_alpha = None       # per-tensor alphas of the last slow update (device tensor), adaptive only
+        self._alpha_stats = None     # device tensor [sum, min, max] of the alphas since the last read
+        self._alpha_count = 0
 
     @property
     def gradient_evaluations(self):
@@ -161,9 +163,30 @@ class Lookbehind(Minimizer):
         last_delta = torch._foreach_sub(params, slow)                        # theta_k - phi
         alpha = (cosine_similarities(first_delta, last_delta) + 1.0) / 2.0
         self.last_alpha = alpha
+        self._record_alpha(alpha)
         alphas = list(alpha.unbind(0))
         torch._foreach_mul_(params, alphas)
         torch._foreach_add_(params, torch._foreach_mul(slow, list((1.0 - alpha).unbind(0))))
+
+    def _record_alpha(self, alpha):
+        """Accumulate the adaptive alphas on the device (no host sync inside a step)."""
+        stats = torch.stack([alpha.sum(), alpha.min(), alpha.max()])
+        if self._alpha_stats is not None:
+            previous = self._alpha_stats
+            stats = torch.stack([previous[0] + stats[0], torch.minimum(previous[1], stats[1]),
+                                 torch.maximum(previous[2], stats[2])])
+        self._alpha_stats = stats
+        self._alpha_count += alpha.numel()
+
+    def pop_alpha_statistics(self):
+        """(mean, min, max) of the per-tensor adaptive alphas of every slow update since the last
+        call, then reset; None if there was none (fixed alpha). One host read: call it per epoch."""
+        if self._alpha_stats is None:
+            return None
+        total, low, high = self._alpha_stats.tolist()
+        mean = total / self._alpha_count
+        self._alpha_stats, self._alpha_count = None, 0
+        return mean, low, high
 
     # ----------------------------------------------------------------------------- evaluation, state
     @contextlib.contextmanager

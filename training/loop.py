@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import data
+from training import records
 
 from .distributed import SINGLE_PROCESS
 
@@ -38,9 +39,15 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, auto
                leave=False, dynamic_ncols=True, disable=None if parallel.is_main else True,
                desc=f"epoch {epoch}/{args.epochs}")
     start = time.perf_counter()
+    param_groups = minimizer.param_groups
+    epoch_lrs = [group["lr"] for group in param_groups]   # the schedule's rates for this epoch
     batches = data.train_shards(dataset, args.batch_size, args.seed, epoch, args.channels_last,
                                 parallel.rank, world_size)
     for index, (inputs, targets, batch_images) in enumerate(batches, start=1):
+        factor = warmup_factor(args, epoch, index, num_batches)
+        if factor is not None:  # host arithmetic only; the scheduler restores the rates at the epoch's end
+            for group, lr in zip(param_groups, epoch_lrs):
+                group["lr"] = lr * factor
         clean_outputs = []
         # This shard's weight in the global batch: DDP averages the ranks' gradients, so a mean loss
         # scaled by shard/(batch/world) makes that average the global batch's mean gradient, also
@@ -98,6 +105,26 @@ def evaluate(model_forward, model, dataset, args, device, autocast, parallel=SIN
     count = dataset.test_labels.shape[0]
     loss_total, correct_total = parallel.all_reduce_sum(torch.stack([loss_sum, correct.float()])).tolist()
     return loss_total / count, 100.0 * correct_total / count
+
+
+def warmup_factor(args, epoch, index, num_batches):
+    """Linear warm-up (--warmup_epochs W > 0): the rate of training step s (1-based, counted over the
+    whole run) is multiplied by min(1, s / (W * batches per epoch)); None in epochs that start after
+    the warm-up (or W = 0). A closed form of (epoch, batch index), so a resumed run gets the same rates."""
+    warmup_steps = (getattr(args, "warmup_epochs", 0) or 0) * num_batches
+    if warmup_steps <= 0 or (epoch - 1) * num_batches >= warmup_steps:
+        return None
+    return min(1.0, ((epoch - 1) * num_batches + index) / warmup_steps)
+
+
+def alpha_columns(minimizer):
+    """metrics.csv's adaptive-alpha columns (records.ALPHA_COLUMNS) for the epoch just trained: one
+    host read per epoch; {} (empty cells) for minimizers without adaptive alpha."""
+    pop = getattr(minimizer, "pop_alpha_statistics", None)
+    stats = pop() if pop is not None else None
+    if stats is None:
+        return {}
+    return {column: round(value, 6) for column, value in zip(records.ALPHA_COLUMNS, stats)}
 
 
 def lr_schedule(args):

@@ -37,8 +37,11 @@ STATUS_COMPLETED = "completed"
 STATUS_DIVERGED = "diverged"
 STATUSES = (STATUS_RUNNING, STATUS_COMPLETED, STATUS_DIVERGED)
 
+# Adaptive alpha (Lookbehind with alpha = -1): mean/min/max over the epoch's slow-weight updates of
+# the per-tensor alphas; empty for every other run.
+ALPHA_COLUMNS = ["alpha_mean", "alpha_min", "alpha_max"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                  "epoch_seconds", "images_per_second"]
+                  "epoch_seconds", "images_per_second"] + ALPHA_COLUMNS
 CHECKPOINT_FORMAT = 1
 
 
