@@ -86,21 +86,31 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, auto
 
 
 @torch.no_grad()
-def evaluate(model_forward, model, dataset, args, device, autocast, parallel=SINGLE_PROCESS):
-    """(test loss, test acc %) of `model` (run through model_forward, the plain or compiled module,
-    never the DDP one). In a data-parallel run every process evaluates its share of the test set
-    with rank 0's buffers (BatchNorm running statistics, broadcast first) and the sums are added."""
-    parallel.broadcast_buffers(model)
-    model.eval()
+def test_sums(model_forward, dataset, channels_last, autocast, parallel=SINGLE_PROCESS):
+    """Summed test loss and correct count (this process's share of the test set) as device tensors,
+    with no host read: callers that evaluate many times, like the noisy-weights analysis, read them
+    once at the end. The model must be in eval mode."""
+    device = dataset.test_labels.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    for inputs, targets in data.test_batches(dataset, EVAL_BATCH_SIZE, args.channels_last,
+    for inputs, targets in data.test_batches(dataset, EVAL_BATCH_SIZE, channels_last,
                                              parallel.rank, parallel.world_size):
         with autocast():
             outputs = model_forward(inputs)
         outputs = outputs.float()
         loss_sum += F.cross_entropy(outputs, targets, reduction="sum")
         correct += (outputs.argmax(dim=1) == targets).sum()
+    return loss_sum, correct
+
+
+@torch.no_grad()
+def evaluate(model_forward, model, dataset, args, device, autocast, parallel=SINGLE_PROCESS):
+    """(test loss, test acc %) of `model` (run through model_forward, the plain or compiled module,
+    never the DDP one). In a data-parallel run every process evaluates its share of the test set
+    with rank 0's buffers (BatchNorm running statistics, broadcast first) and the sums are added."""
+    parallel.broadcast_buffers(model)
+    model.eval()
+    loss_sum, correct = test_sums(model_forward, dataset, args.channels_last, autocast, parallel)
     model.train()
     count = dataset.test_labels.shape[0]
     loss_total, correct_total = parallel.all_reduce_sum(torch.stack([loss_sum, correct.float()])).tolist()

@@ -1,0 +1,139 @@
+"""Trained models out of run directories, for the post-training analyses (noisy weights, sharpness).
+
+A run directory (example_cifar.py's records) gives the model at its evaluation weights: the model
+and minimizer are rebuilt from config.json, checkpoint.pt is loaded into both, and the weights are
+taken inside ``minimizer.evaluation_weights()`` (Lookbehind's slow weights even when the checkpoint
+was written in the middle of an outer step, as with minibatch switching). Everything a user can get
+wrong (no checkpoint, a checkpoint of another model, missing data) is a scripts.common.UserError.
+"""
+import argparse
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+import data
+import minimizers
+import models
+from scripts.common import UserError, display_minimizer
+from training import records
+
+
+@dataclass
+class TrainedRun:
+    run_dir: str
+    config: dict
+    model: torch.nn.Module      # evaluation weights, eval mode, on the requested device
+    label: str                  # the minimizer setting, for tables and legends
+    seed: int
+    epochs_completed: int
+
+
+def run_label(config):
+    """'Lookbehind-SAM', 'Lookbehind-SAM + switching', ... from a run's config.json."""
+    label = display_minimizer(config.get("minimizer"))
+    if (config.get("minimizer_hparams") or {}).get("minibatch_switching"):
+        label += " + switching"
+    return label
+
+
+def load_run(run_dir, device, channels_last=False):
+    config_path = os.path.join(run_dir, records.CONFIG_FILE)
+    checkpoint_path = os.path.join(run_dir, records.CHECKPOINT_FILE)
+    if not os.path.isdir(run_dir):
+        raise UserError(f"{run_dir}: no such run directory")
+    if not os.path.isfile(checkpoint_path):
+        raise UserError(f"{run_dir}: no {records.CHECKPOINT_FILE} (not a run directory, or no epoch finished yet)")
+    try:
+        config = records.read_json(config_path, "run config")
+        state = records.load_checkpoint(checkpoint_path, device)
+    except records.RecordError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        num_classes = data.DATASETS[config["dataset"]]["num_classes"]
+        model = models.create_model(config["model"], num_classes).to(device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
+                                    weight_decay=config["weight_decay"])
+        minimizer = minimizers.create(config["minimizer"], model, optimizer, **config["minimizer_hparams"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise UserError(f"{config_path}: not a usable run config ({records.one_line(exc)})") from None
+    try:
+        model.load_state_dict(state["model"])
+        minimizer.load_state_dict(state["minimizer"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise UserError(f"{checkpoint_path} does not hold a {config['model']} trained with {config['minimizer']} "
+                        f"as config.json says ({records.one_line(exc)})") from None
+    with minimizer.evaluation_weights():
+        weights = {key: value.clone() for key, value in model.state_dict().items()}
+    trained = models.create_model(config["model"], num_classes).to(device)
+    trained.load_state_dict(weights)
+    if channels_last:
+        trained = trained.to(memory_format=torch.channels_last)
+    trained.eval()
+    return TrainedRun(run_dir, config, trained, run_label(config), config.get("seed"), int(state["epoch"]))
+
+
+def load_data(config, device, data_dir=None):
+    """The run's dataset (same training subset) on `device`; data_dir overrides the run's."""
+    try:
+        return data.load_dataset(config["dataset"], data_dir or config.get("data_dir", "./data"), device,
+                                 config.get("train_subset"), download=False)
+    except data.DataError as exc:
+        raise UserError(f"{exc} (pass --data_dir to point at the run's data)") from None
+
+
+def nonnegative_grid(name):
+    """argparse type: a finite number >= 0 (noise levels, radii)."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name}: expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{name}: must be a finite number >= 0, got {text}")
+        return value
+    return parse
+
+
+def load_runs(run_dirs, device, channels_last, data_dir=None):
+    """Every run, checked before any work starts (so bad input fails fast, before any output).
+    Runs sharing a dataset configuration share one loaded dataset. Returns [(TrainedRun, Dataset)]."""
+    runs = [load_run(run_dir, device, channels_last) for run_dir in run_dirs]
+    cache, out = {}, []
+    for run in runs:
+        key = (run.config["dataset"], data_dir or run.config.get("data_dir"), run.config.get("train_subset"))
+        if key not in cache:
+            cache[key] = load_data(run.config, device, data_dir)
+        out.append((run, cache[key]))
+    return out
+
+
+# ------------------------------------------------------------------------ command-line pieces
+def add_common_flags(parser, default_out):
+    """Flags both analysis scripts take: run directories, data, device/precision, outputs."""
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories of example_cifar.py")
+    parser.add_argument("--data_dir", default=None, help="dataset folder (default: the one each run trained on)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"], help="default auto")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                        help="forward passes in fp32 (default) or under bf16 autocast")
+    parser.add_argument("--channels_last", default=None, action=argparse.BooleanOptionalAction,
+                        help="channels_last memory format (default: on on the CPU, as in training)")
+    parser.add_argument("--out", default=default_out, help="CSV to write (default %(default)s); the figure "
+                        "goes next to it with the extension .png")
+
+
+def figure_path(csv_path):
+    return os.path.splitext(csv_path)[0] + ".png"
+
+
+def run_main(run, argv):
+    """Call run(argv); one-line 'error: ...' and exit 2 for anything the user can fix."""
+    import sys
+
+    from training.cli import UsageError
+    try:
+        return run(argv)
+    except (UsageError, UserError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return records.EXIT_USAGE

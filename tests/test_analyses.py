@@ -1,0 +1,212 @@
+"""scripts.noisy_weights and scripts.sharpness: estimators against closed forms, CLI end to end, bad input.
+
+Sharpness: a linear model with the loss (x.w - y)^2 / 2 has the Hessian X^T X / n exactly, so the power
+iteration, Hutchinson's trace and the worst-case loss increase (a trust-region problem, solved here by a
+dense search over the ball's boundary in 2-D) have exact answers to compare with.
+"""
+import json
+import math
+import os
+import shutil
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+import example_cifar
+from scripts import noisy_weights, sharpness
+from scripts.trained import load_run, load_data
+from training import records
+from training.loop import evaluate
+
+SMALL = ["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", "128", "--batch_size", "32",
+         "--device", "cpu", "--seed", "0", "--epochs", "1"]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------------------- closed forms
+def half_squared_error(outputs, targets):
+    return 0.5 * ((outputs.squeeze(1) - targets) ** 2).mean()
+
+
+def linear_problem(dimension=6, samples=40, seed=0, diagonal=False):
+    generator = torch.Generator().manual_seed(seed)
+    if diagonal:   # orthogonal columns: a diagonal Hessian
+        inputs = torch.zeros(samples, dimension)
+        for i in range(dimension):
+            inputs[i, i] = math.sqrt(samples * (i + 1.0))
+    else:
+        inputs = torch.randn(samples, dimension, generator=generator) * torch.linspace(0.5, 3.0, dimension)
+    targets = torch.randn(samples, generator=generator)
+    model = torch.nn.Linear(dimension, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(1, dimension, generator=generator))
+    batches = [(inputs[:25], targets[:25]), (inputs[25:], targets[25:])]   # uneven: weighting matters
+    hessian = inputs.T @ inputs / samples
+    return model, [model.weight], batches, hessian
+
+
+@pytest.mark.parametrize("hvp", ["autograd", "finite_difference"])
+def test_top_eigenvalue_and_trace_match_the_exact_hessian(hvp):
+    model, params, batches, hessian = linear_problem()
+    generator = torch.Generator().manual_seed(0)
+    eigenvalue, change = sharpness.top_eigenvalue(model, params, batches, half_squared_error, 200, generator,
+                                                  sharpness.HVP[hvp])
+    assert eigenvalue.item() == pytest.approx(torch.linalg.eigvalsh(hessian).max().item(), rel=1e-4)
+    assert change.item() < 1e-5
+    model, params, batches, hessian = linear_problem(diagonal=True)
+    trace = sharpness.hutchinson_trace(model, params, batches, half_squared_error, 3, generator, sharpness.HVP[hvp])
+    assert trace.item() == pytest.approx(torch.trace(hessian).item(), rel=1e-4)   # exact for a diagonal H
+
+
+def exact_worst_case(model, batches, scales, radius, points=200_000):
+    """max over the boundary ||delta|| = r (eps = T delta) of L(w + eps) - L(w), by dense search in 2-D."""
+    inputs = torch.cat([x for x, _ in batches]).double()
+    targets = torch.cat([y for _, y in batches]).double()
+    w = model.weight.detach().double().reshape(-1)
+    angles = torch.linspace(0, 2 * math.pi, points, dtype=torch.float64)
+    delta = radius * torch.stack([angles.cos(), angles.sin()], dim=1)
+    eps = delta * (scales[0].double().reshape(-1) if scales is not None else 1.0)
+    loss = lambda weights: 0.5 * ((inputs @ weights.T - targets[:, None]) ** 2).mean(0)
+    return (loss(w[None] + eps).max() - loss(w[None])[0]).item()
+
+
+@pytest.mark.parametrize("ball", ["l2", "asam"])
+def test_worst_case_increase_matches_the_trust_region_maximum(ball):
+    model, params, batches, _ = linear_problem(dimension=2)
+    scales = sharpness.ball_scales(["weight"], params, ball, asam_eta=0.01)
+    before = model.weight.detach().clone()
+    for radius in (0.05, 0.5):
+        estimate = sharpness.worst_case_increase(model, params, batches, half_squared_error, radius, scales,
+                                                 steps=60, step_size=0.2, autocast=nullcontext)
+        exact = exact_worst_case(model, batches, scales, radius)
+        assert estimate.item() == pytest.approx(exact, rel=2e-3)
+        one_step = sharpness.worst_case_increase(model, params, batches, half_squared_error, radius, scales,
+                                                 steps=1, step_size=0.2, autocast=nullcontext)
+        assert 0 < one_step.item() <= estimate.item() + 1e-6   # SAM's single step is a lower bound
+    assert torch.equal(model.weight, before)                    # the weights are restored
+    assert sharpness.worst_case_increase(model, params, batches, half_squared_error, 0.0, scales, 5, 0.5,
+                                         nullcontext).item() == 0.0
+    if ball == "asam":
+        assert torch.allclose(scales[0], before.abs() + 0.01)
+
+
+# ------------------------------------------------------------------------------- noise models
+@pytest.mark.parametrize("noise", ["additive", "multiplicative"])
+def test_noise_models_have_the_stated_scale(noise):
+    clean = [torch.linspace(-1.0, 3.0, 200_000).reshape(400, 500)]
+    noisy = [torch.empty_like(clean[0])]
+    noisy_weights.add_noise(noisy, clean, 0.05, noise, torch.Generator().manual_seed(0))
+    relative = (noisy[0] - clean[0]) / (4.0 if noise == "additive" else clean[0])
+    assert relative.std().item() == pytest.approx(0.05, rel=0.02)
+    noisy_weights.add_noise(noisy, clean, 0.0, noise, torch.Generator().manual_seed(0))
+    assert torch.equal(noisy[0], clean[0])
+
+
+def test_perturbed_tensor_selection():
+    import models
+    model = models.create_model("resnet8")
+    default = noisy_weights.perturbed_tensors(model)
+    with_bn = noisy_weights.perturbed_tensors(model, include_batchnorm=True)
+    convs_linear = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(default) == sum(len(list(m.parameters(recurse=False))) for m in convs_linear)
+    assert len(with_bn) == len(list(model.parameters()))
+
+
+# ------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    for name, flags in (("sgd", ["--minimizer", "SGD"]),
+                        ("lb", ["--minimizer", "Lookbehind_SAM", "--alpha", "-1", "--minibatch_switching"])):
+        out = str(root / name)
+        assert example_cifar.main([*SMALL, *flags, "--out", out]) == 0
+        runs.append(out)
+    return runs
+
+
+def count_host_reads(monkeypatch):
+    reads = []
+    for name in ["item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"]:
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _o=original, **k: (reads.append(_n), _o(self, *a, **k))[1])
+    return reads
+
+
+def test_noisy_weights_clean_accuracy_and_one_read_per_checkpoint(trained_runs, tmp_path, monkeypatch, capsys):
+    for run_dir in trained_runs:
+        run = load_run(run_dir, torch.device("cpu"))
+        dataset = load_data(run.config, torch.device("cpu"))
+        args = example_cifar.build_parser().parse_args(["--channels_last"])
+        _, clean = evaluate(run.model, run.model, dataset, args, torch.device("cpu"), nullcontext)
+        summary = records.read_json(os.path.join(run_dir, records.SUMMARY_FILE))
+        assert clean == summary["final_test_acc"]   # evaluation weights = what training evaluated
+        reads = count_host_reads(monkeypatch)
+        accuracies = noisy_weights.noisy_accuracies(run.model, dataset, [0.0, 0.05, 0.5], 3, "additive", False, 0,
+                                                    True, nullcontext)
+        monkeypatch.undo()
+        assert reads == ["tolist"]
+        assert accuracies[0] == [clean] and len(accuracies[1]) == 3
+        assert sum(accuracies[2]) / 3 < clean   # heavy noise hurts
+
+    out = str(tmp_path / "nw.csv")
+    assert noisy_weights.main([*trained_runs, "--eta", "0", "0.1", "--draws", "2", "--device", "cpu", "--out", out]) == 0
+    import pandas as pd
+    frame = pd.read_csv(out)
+    assert len(frame) == 2 * (1 + 2) and set(frame["label"]) == {"SGD", "Lookbehind-SAM + switching"}
+    assert os.path.getsize(str(tmp_path / "nw.png")) > 10_000
+
+
+def test_sharpness_end_to_end_and_no_reads_inside(trained_runs, tmp_path, monkeypatch):
+    run = load_run(trained_runs[0], torch.device("cpu"))
+    dataset = load_data(run.config, torch.device("cpu"))
+    args = sharpness.build_parser().parse_args([trained_runs[0], "--radius", "0.05", "--asam_radius", "0.5",
+                                                "--steps", "2", "--images", "64", "--power_iterations", "2",
+                                                "--trace_samples", "1"])
+    batches = sharpness.training_subset(dataset, 64, 0, 32, False)
+    reads = count_host_reads(monkeypatch)
+    results = sharpness.measure(run.model, batches, args, nullcontext)
+    monkeypatch.undo()
+    assert reads == [] and {r[0] for r in results} >= {"loss", "worst_case_increase", "top_eigenvalue", "hessian_trace"}
+    out = str(tmp_path / "sharp.csv")
+    assert sharpness.main([*trained_runs, "--radius", "0.02", "0.05", "--asam_radius", "0.5", "--steps", "2",
+                           "--images", "64", "--power_iterations", "2", "--hvp", "finite_difference",
+                           "--device", "cpu", "--out", out]) == 0
+    import pandas as pd
+    frame = pd.read_csv(out)
+    increases = frame[frame["measure"] == "worst_case_increase"]
+    assert len(increases) == 2 * 3 and (increases["value"] >= 0).all()
+    assert os.path.getsize(str(tmp_path / "sharp.png")) > 10_000
+
+
+@pytest.mark.parametrize("script", ["noisy_weights", "sharpness"])
+def test_bad_input_one_line_exit_2_no_output(script, trained_runs, tmp_path, capsys):
+    module = {"noisy_weights": noisy_weights, "sharpness": sharpness}[script]
+    grid = "--eta" if script == "noisy_weights" else "--radius"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = tmp_path / "other_model"
+    shutil.copytree(trained_runs[0], other)
+    config = json.loads((other / "config.json").read_text())
+    config["model"] = "resnet20"
+    (other / "config.json").write_text(json.dumps(config))
+    out = str(tmp_path / "out.csv")
+    for argv, fragment in (([str(empty)], "no checkpoint.pt"),
+                           ([str(tmp_path / "missing")], "no such run directory"),
+                           ([str(other)], "does not hold a resnet20"),
+                           ([trained_runs[0], grid, "-0.1"], ">= 0"),
+                           ([trained_runs[0], grid, "nan"], ">= 0"),
+                           ([trained_runs[0], grid], "expected at least one argument"),
+                           ([trained_runs[0], str(empty)], "no checkpoint.pt")):   # a good run first: still no CSV
+        assert module.main([*argv, "--device", "cpu", "--out", out]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+        assert not os.path.exists(out) and not os.path.exists(str(tmp_path / "out.png"))
