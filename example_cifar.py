@@ -12,6 +12,8 @@ One run = one model, one dataset, one minimizer. The run directory (--out) recei
     summary.json   status (running | completed | diverged), final/best test accuracy, wall time
     checkpoint.pt  model + minimizer + scheduler state after the last finished epoch
     curves.png     learning curves, at the end
+torchrun --nproc_per_node=N example_cifar.py ... trains the run data-parallel on N GPUs (or CPU
+processes) at the same global --batch_size (training/distributed.py, README "One run on several GPUs").
 --resume continues the run in --out from checkpoint.pt; on CPU the continued run is bit-for-bit
 the uninterrupted one. Exit status: 0 completed, 2 usage or data error (one line on stderr
 starting with "error: "), 3 diverged (non-finite loss), anything else is a crash.
@@ -61,7 +63,8 @@ def build_parser():
     flag("lr", default=0.1, type=finite_float(strictly_positive=True), help="initial learning rate (default %(default)s)")
     flag("momentum", default=0.9, type=finite_float(minimum=0.0), help="SGD momentum (default %(default)s)")
     flag("weight_decay", default=5e-4, type=finite_float(minimum=0.0), help="SGD weight decay (default %(default)s)")
-    flag("batch_size", default=128, type=batch_count, help="training batch size (default %(default)s)")
+    flag("batch_size", default=128, type=batch_count,
+         help="training batch size (default %(default)s); under torchrun the global batch, split over the processes")
     flag("epochs", default=200, type=positive_int, help="training epochs (default %(default)s)")
     flag("schedule", default="multistep", choices=["multistep", "cosine"],
          help="multistep (default): lr x gamma at each milestone, as the authors; cosine: to 0 over --epochs")
@@ -143,8 +146,9 @@ def run(argv):
     # Under torchrun: this process's device and the process group (a single process otherwise).
     distributed.check_batch_size(args.batch_size, distributed.processes_from_environment().world_size)
     device, parallel = distributed.start(args.device, args.ascent_gradient, args.sync_bn)
-    if not parallel.is_main:  # one voice: rank 0 prints, the other ranks train quietly
-        sys.stdout = open(os.devnull, "w")
+    notes = sys.stderr  # notes and warnings; one voice under torchrun: rank 0 prints, the others train quietly
+    if not parallel.is_main:
+        sys.stdout = notes = open(os.devnull, "w")
     if args.channels_last is None:  # a memory format changes speed, not the model: default to the faster one
         args.channels_last = device.type == "cpu" or (device.type == "cuda" and args.precision == "bf16")
     if saved_config is not None:
@@ -160,7 +164,7 @@ def run(argv):
             print(f"{out}: run already completed ({args.epochs} epochs); nothing to do")
             return EXIT_COMPLETED
         if summary.get("status") == records.STATUS_DIVERGED:
-            print(f"{out}: run diverged after {summary.get('epochs_completed')} epochs; not resuming", file=sys.stderr)
+            print(f"{out}: run diverged after {summary.get('epochs_completed')} epochs; not resuming", file=notes)
             return EXIT_DIVERGED
 
     # ---- model and minimizer (before loading data, so that bad hyperparameters fail fast)
@@ -198,7 +202,7 @@ def run(argv):
     print(f"{args.minimizer} [{described}] | {args.model} on {args.dataset} | lr {args.lr} bs {args.batch_size} "
           f"epochs {args.epochs} {args.schedule} | device {device.type}{processes} {args.precision} | out {out}")
     for name in ignored_flags:
-        print(f"note: --{name} does not apply to {args.minimizer}; ignored", file=sys.stderr)
+        print(f"note: --{name} does not apply to {args.minimizer}; ignored", file=notes)
 
     # ---- data (errors here leave no run directory behind)
     dataset = data.load_dataset(args.dataset, args.data_dir, device, args.train_subset, download=args.download)
@@ -215,7 +219,7 @@ def run(argv):
         start_epoch = last_epoch + 1
         print(f"resuming {out} after epoch {last_epoch}")
     elif args.resume:
-        print(f"note: no checkpoint in {out}; starting the run from scratch", file=sys.stderr)
+        print(f"note: no checkpoint in {out}; starting the run from scratch", file=notes)
 
     # Only rank 0 writes records, once every process has read the run directory as it was.
     parallel.barrier()
@@ -267,7 +271,7 @@ def run(argv):
         if not finite:
             finish(records.STATUS_DIVERGED)
             print(f"diverged: non-finite loss in epoch {epoch} (lr {lr:g}); stopped, summary status 'diverged'",
-                  file=sys.stderr)
+                  file=notes)
             return EXIT_DIVERGED
         scheduler.step()
         rows.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "train_acc": train_acc,

@@ -88,6 +88,10 @@ def _worker(rank, port, out_dir):
         for name, (minimizer_name, hparams, ascent_gradient) in SCENARIOS.items():
             result = train(minimizer_name, hparams, distributed.DataParallel(parallel.processes, ascent_gradient))
             torch.save(result, os.path.join(out_dir, f"{name}_rank{rank}.pt"))
+        for name in minimizers.available():  # every minimizer, both modes: one epoch each
+            weights = {mode: train(name, {}, distributed.DataParallel(parallel.processes, mode), epochs=1)["params"]
+                       for mode in distributed.ASCENT_GRADIENTS}
+            torch.save(weights, os.path.join(out_dir, f"every_{name}_rank{rank}.pt"))
     finally:
         distributed.close()
 
@@ -102,8 +106,9 @@ def free_port():
 def two_process_results(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp("ddp"))
     mp.start_processes(_worker, args=(free_port(), out_dir), nprocs=WORLD_SIZE, start_method="spawn")
+    names = [*SCENARIOS, *(f"every_{name}" for name in minimizers.available())]
     return {(name, rank): torch.load(os.path.join(out_dir, f"{name}_rank{rank}.pt"))
-            for name in SCENARIOS for rank in range(WORLD_SIZE)}
+            for name in names for rank in range(WORLD_SIZE)}
 
 
 def assert_close(actual, expected):
@@ -129,6 +134,16 @@ def test_ranks_hold_identical_weights(two_process_results, name):
     first, second = (two_process_results[name, rank]["params"] for rank in range(WORLD_SIZE))
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("name", minimizers.available())
+def test_every_minimizer_keeps_the_ranks_identical_in_both_modes(two_process_results, name):
+    first, second = (two_process_results[f"every_{name}", rank] for rank in range(WORLD_SIZE))
+    for mode in distributed.ASCENT_GRADIENTS:
+        torch.manual_seed(0)
+        assert not torch.equal(first[mode][2], TinyNet().fc.weight)  # trained
+        for a, b in zip(first[mode], second[mode], strict=True):
+            assert torch.equal(a, b), mode
 
 
 def local_ascent_sam_reference(epochs=2, rho=0.05):

@@ -26,7 +26,8 @@ communicates. Semantics (see the README, "One run on several GPUs"):
   statistics over batch_size / world_size images); DDP's default broadcast_buffers copies rank 0's
   running statistics to every rank at the start of each synchronised forward pass, so the running
   statistics follow rank 0's shards; they are what checkpoint.pt stores and what evaluation uses
-  (broadcast from rank 0 before each evaluation). --sync_bn converts BatchNorm to SyncBatchNorm:
+  (broadcast from rank 0 before each evaluation; with --ascent_gradient local no forward pass is
+  synchronised, and the other ranks' running statistics are simply never used). --sync_bn converts BatchNorm to SyncBatchNorm:
   statistics over the whole global batch (the single-GPU semantics) at one extra all_reduce per
   BatchNorm layer per forward pass; torch supports SyncBatchNorm on GPUs only.
 * Only rank 0 writes run records and checkpoints; every rank reads the checkpoint on --resume.
