@@ -6,7 +6,7 @@ evaluated. All models take 3 x 32 x 32 inputs and return logits.
 from functools import partial
 
 from .cifar_resnet import CifarResNet
-from .resnet import resnet18, resnet34, resnet50
+from .resnet import reduced_resnet18, resnet18, resnet34, resnet50
 from .wide_resnet import WideResNet
 
 MODELS = {
@@ -14,6 +14,8 @@ MODELS = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
+    # Continual learning's reduced ResNet-18 (GEM / A-GEM / Mirzadeh et al.): 20 base filters.
+    "reduced_resnet18": reduced_resnet18,
     # Wide ResNets of the paper and the SAM literature.
     "wrn16_8": partial(WideResNet, 16, 8),
     "wrn28_2": partial(WideResNet, 28, 2),
@@ -29,9 +31,11 @@ def available_models():
     return list(MODELS)
 
 
-def create_model(name, num_classes=10):
-    """Build a freshly initialised model (seed torch beforehand for reproducibility)."""
+def create_model(name, num_classes=10, **options):
+    """Build a freshly initialised model (seed torch beforehand for reproducibility).
+
+    options: constructor arguments of that model (e.g. width=20 for reduced_resnet18)."""
     key = str(name).lower().replace("-", "_")
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
-    return MODELS[key](num_classes=num_classes)
+    return MODELS[key](num_classes=num_classes, **options)

@@ -55,19 +55,21 @@ def projection(in_channels, out_channels, stride):
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, blocks_per_stage, num_classes=10):
+    """width: channels of the stem and the first stage (64 here; 20 in the reduced ResNet-18)."""
+
+    def __init__(self, block, blocks_per_stage, num_classes=10, width=64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        stages, in_channels = [], 64
-        for channels, blocks, stride in zip((64, 128, 256, 512), blocks_per_stage, (1, 2, 2, 2)):
+        self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        stages, in_channels = [], width
+        for channels, blocks, stride in zip((width, 2 * width, 4 * width, 8 * width), blocks_per_stage, (1, 2, 2, 2)):
             layers = []
             for i in range(blocks):
                 layers.append(block(in_channels, channels, stride if i == 0 else 1))
                 in_channels = channels * block.expansion
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
-        self.linear = nn.Linear(512 * block.expansion, num_classes)
+        self.linear = nn.Linear(8 * width * block.expansion, num_classes)
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -86,3 +88,9 @@ def resnet34(num_classes=10):
 
 def resnet50(num_classes=10):
     return ResNet(Bottleneck, (3, 4, 6, 3), num_classes)
+
+
+def reduced_resnet18(num_classes=10, width=20):
+    """The reduced ResNet-18 of continual learning (Lopez-Paz & Ranzato's GEM, Chaudhry et al.'s
+    A-GEM, Mirzadeh et al. 2020): ResNet-18 with 20 instead of 64 base filters (~1.1M parameters)."""
+    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, width)

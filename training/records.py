@@ -24,6 +24,9 @@ METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 CURVES_FILE = "curves.png"
+# continual-learning runs (example_continual.py) add
+ACCURACY_MATRIX_FILE = "accuracy_matrix.csv"  # R[i, j] = test acc (%) on task j after tasks 0..i
+CONTINUAL_FIGURE_FILE = "continual.png"       # heatmap of R + accuracy on each task over the sequence
 
 # ---- exit codes of a training run (documented in the README)
 EXIT_COMPLETED = 0
@@ -43,6 +46,39 @@ ALPHA_COLUMNS = ["alpha_mean", "alpha_min", "alpha_max"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                   "epoch_seconds", "images_per_second"] + ALPHA_COLUMNS
 CHECKPOINT_FORMAT = 1
+# summary.json keys of a continual run (training/continual.py defines them)
+CONTINUAL_METRICS = ("average_accuracy", "forgetting", "learning_accuracy")
+
+
+def continual_metric_columns(num_tasks):
+    """metrics.csv of a continual run: one row per epoch of the sequence (epoch counts over all
+    tasks), test_loss/test_acc averaged over the tasks trained so far, then every task's accuracy."""
+    return (["epoch", "task", "task_epoch"] + METRIC_COLUMNS[1:]
+            + [task_accuracy_column(j) for j in range(num_tasks)])
+
+
+def task_accuracy_column(task):
+    return f"acc_task{task}"
+
+
+def accuracy_matrix_text(matrix_rows, num_tasks):
+    """accuracy_matrix.csv: header after_task,task0..task{T-1}; row i = R[i, :] (finished tasks only)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["after_task"] + [f"task{j}" for j in range(num_tasks)])
+    for i, row in enumerate(matrix_rows):
+        writer.writerow([i] + [f"{value:.4f}" for value in row])
+    return text.getvalue()
+
+
+def read_accuracy_matrix(path):
+    """The rows of an accuracy_matrix.csv as lists of floats; RecordError if unreadable."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        return [[float(value) for value in row[1:]] for row in rows[1:]]
+    except (OSError, ValueError, IndexError) as exc:
+        raise RecordError(f"cannot read accuracy matrix {path} ({exc})") from None
 
 
 class RecordError(Exception):
