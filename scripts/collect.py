@@ -37,7 +37,7 @@ import sys
 import pandas as pd
 
 from scripts.common import UserError, write_atomic
-from training.records import METRIC_COLUMNS
+from training.records import CONTINUAL_METRICS, METRIC_COLUMNS
 
 RUN_MARKERS = ("config.json", "summary.json", "sweep_status.json")
 # config.json keys that are not settings of the experiment (they may differ between seeds/machines).
@@ -46,10 +46,13 @@ NON_SETTING_KEYS = {
     "minimizer_hparams", "num_workers", "hostname", "host", "start_time", "timestamp", "log_interval",
     "progress", "quiet", "verbose", "save_every", "checkpoint_every", "no_plot", "download", "compile",
     "resume_commands", "ignored_flags",
+    "task_seed",  # continual runs: the class split follows --seed unless fixed; a seed, not a setting
 }
 SUMMARY_FIELDS = ["epochs_completed", "final_test_acc", "best_test_acc", "best_epoch",
                   "final_train_loss", "wall_seconds"]
 STAT_FIELDS = ["final_test_acc", "best_test_acc", "wall_seconds"]
+# Continual runs' summaries add A, F, LA: collected (and averaged over seeds) when present.
+OPTIONAL_SUMMARY_FIELDS = list(CONTINUAL_METRICS) + ["tasks_completed"]
 # Settings listed first (in this order) in the CSVs; others follow alphabetically.
 LEADING = ["sweep", "dataset", "model", "minimizer", "rho", "k", "alpha", "epochs", "seed"]
 
@@ -173,7 +176,7 @@ def collect_run(run_dir, sweep, tsv_cache):
         for key in ("dataset", "model", "minimizer", "rho", "k", "alpha", "seed"):
             if key not in row and scalar(summary.get(key)):
                 row[key] = summary.get(key)
-        for key in SUMMARY_FIELDS:
+        for key in SUMMARY_FIELDS + OPTIONAL_SUMMARY_FIELDS:
             if scalar(summary.get(key)):
                 row[key] = summary.get(key)
 
@@ -240,7 +243,7 @@ def order_columns(columns, first, last=()):
 
 def setting_columns(runs):
     """Columns that describe a setting (grouped over seeds)."""
-    skip = set(NON_SETTING_KEYS) | set(SUMMARY_FIELDS) | {
+    skip = set(NON_SETTING_KEYS) | set(SUMMARY_FIELDS) | set(OPTIONAL_SUMMARY_FIELDS) | {
         "run_name", "run_dir", "status", "exit_code", "problem"}
     cols = [c for c in runs.columns if c not in skip]
     return order_columns(cols, LEADING)
@@ -276,7 +279,7 @@ def group_runs(runs):
             out["seeds"] = " ".join(str(int(s)) if isinstance(s, float) and s.is_integer() else str(s)
                                     for s in seeds)
         done = part[status == "completed"]
-        for field in STAT_FIELDS:
+        for field in STAT_FIELDS + [f for f in CONTINUAL_METRICS if f in runs.columns]:
             values = done[field].tolist() if field in done.columns else []
             out[f"{field}_mean"], out[f"{field}_std"], out[f"{field}_n"] = _stats(values)
         rows.append(out)
