@@ -193,7 +193,7 @@ def run(argv):
         minimizer = minimizers.create(args.minimizer, model, optimizer, **minimizer_hparams)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(minimizer.optimizer, continual.sequence_lr_factor(
+    scheduler = torch.optim.lr_scheduler.LambdaLR(minimizer, continual.sequence_lr_factor(
         args.epochs_per_task, args.num_tasks, args.schedule, args.lr_reset, args.task_lr_decay))
     model_forward = torch.compile(model) if args.compile else model
     if device.type == "cuda":
@@ -271,7 +271,7 @@ def run(argv):
         task = tasks[(epoch - 1) // args.epochs_per_task]
         task_epoch = (epoch - 1) % args.epochs_per_task + 1
         epoch_start = time.perf_counter()
-        lr = minimizer.optimizer.param_groups[0]["lr"]
+        lr = minimizer.param_groups[0]["lr"]
         # the data order is drawn from (seed, epoch of the sequence): a resumed run sees the same batches
         train_loss, train_acc, train_seconds, finite = train_one_epoch(
             epoch, heads[task.index], minimizer, task.dataset, loop_args, device, autocast)
