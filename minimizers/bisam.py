@@ -6,7 +6,7 @@ be996e4).  With logits f(x) (batch n x K), labels y and the margins F_j = f(x)_j
     Q(w) = mean_i log sum_j exp(mu * phi(F_ij))              (their loss_fnc.py; see below)
     phi(x) = tanh(alpha_tanh x)                               ("tanh", BiSAM_tanh)
     phi(x) = 1 + softplus(x - gamma, beta=-1)                 ("log", BiSAM_log)
-           = 1 - log(1 + exp(gamma - x)),  gamma = log(e-1)   (phi(0) = 0)
+           = 1 - log(1 + exp(gamma - x)),  gamma = log(e-1)   (phi(0) = 0 up to gamma's rounding)
 
     e = rho * grad Q(w) / (||grad Q(w)|| + 1e-12)             (their SAM's 1e-12)
     base optimizer step from w with grad L(w + e)             (L = the closure's training loss;
@@ -15,7 +15,8 @@ be996e4).  With logits f(x) (batch n x K), labels y and the margins F_j = f(x)_j
 The paper and the README write Q with a 1/mu in front of the log; their code leaves it out.  The
 ascent only uses the direction of grad Q, so the two differ by the 1e-12 guard alone; we follow the
 code.  ``phi`` for "log" is their ``softplus(., beta=-1)`` expression, PyTorch's linear branch past
-its threshold included.  Vectorised over the batch (one gather, one logsumexp).
+its threshold included, and gamma is their ``torch.log(torch.tensor(math.e - 1))``: computed in
+float32 (0.54132485...; the float64 log(e-1) differs by 7e-10, which moves a float64 step by ~4e-12).  Vectorised over the batch (one gather, one logsumexp).
 
 BatchNorm: their loop sets every BatchNorm momentum to 0 for the second (perturbed) pass, so the
 default is ``bn_policy="clean"``; the ascent pass (on Q) updates the statistics as usual.
@@ -54,7 +55,7 @@ from .sam import SAM
 
 SURROGATES = ("tanh", "log")
 BISAM_EPS = 1e-12       # their SAM's guard in rho / (||grad Q|| + 1e-12)
-GAMMA = math.log(math.e - 1.0)
+GAMMA = float(torch.log(torch.tensor(math.e - 1.0)))    # float32, as the authors' loss_fnc.py computes it
 
 
 def check_objective_closure(closure, who):

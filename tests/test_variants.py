@@ -343,7 +343,8 @@ def reference_q(outputs, targets, phi, mu, alpha):
         if phi == "tanh":
             v = torch.tanh(alpha * margins)
         else:
-            v = 1.0 - torch.log(1.0 + torch.exp(math.log(math.e - 1.0) - margins))
+            gamma = float(torch.log(torch.tensor(math.e - 1)))      # float32, as loss_fnc.py
+            v = 1.0 - torch.log(1.0 + torch.exp(gamma - margins))
         total = total + torch.log(torch.exp(mu * v).sum())
     return total / len(targets)
 
@@ -376,9 +377,11 @@ def test_bisam_surrogate_values():
     for phi, mu, alpha in [("tanh", 10.0, 0.1), ("log", 1.0, 0.1), ("log", 2.5, 0.1)]:
         q = minimizers.bisam.bisam_surrogate(phi, mu, alpha)(out, y)
         torch.testing.assert_close(q, reference_q(out, y, phi, mu, alpha), atol=1e-12, rtol=0)
-    # phi(0) = 0 for both surrogates: one class, margin 0 -> Q = log(exp(0)) = 0
+    # phi(0) = 0 for both surrogates (up to the float32 gamma of the authors' code for "log"):
+    # one class, margin 0 -> Q = log(exp(phi(0))) = phi(0)
     zero = torch.zeros(1, 1, dtype=torch.float64)
-    assert minimizers.bisam.bisam_surrogate("log")(zero, torch.zeros(1, dtype=torch.long)).abs() < 1e-15
+    assert minimizers.bisam.bisam_surrogate("log", mu=1.0)(zero, torch.zeros(1, dtype=torch.long)).abs() < 1e-9
+    assert minimizers.bisam.bisam_surrogate("tanh")(zero, torch.zeros(1, dtype=torch.long)).abs() < 1e-15
 
 
 def test_bisam_with_cross_entropy_ascent_and_sam_epsilon_is_sam_exactly():
