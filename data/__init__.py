@@ -45,8 +45,7 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
 
 # Official archives (the same URLs and MD5s as torchvision.datasets.CIFAR10/100). The MD5 is
 # checked only for an archive we download or find in data_dir, never for extracted batch
-# files, so locally produced batches in the official layout (e.g. the JPEG-75 re-encoding in
-# ../shared/data) load as well.
+# files, so locally produced batches in the official layout (e.g. a JPEG-75 re-encoding) load as well.
 DATASETS = {
     "CIFAR10": dict(num_classes=10, mean=CIFAR10_MEAN, std=CIFAR10_STD,
                     folder="cifar-10-batches-py", label_key="labels",

@@ -8,12 +8,17 @@ interpolation weights stay on the device, so on a GPU a step never stalls the CP
 """
 import contextlib
 import copy
-import math
 
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .checks import check_choice
+
 BN_POLICIES = ("every", "clean")
+
+# The guard added to gradient norms before dividing by them (eps = rho g / (||g|| + NORM_EPS)): the
+# value of the SAM/ASAM/Lookbehind reference code, so that their trajectories match ours exactly.
+NORM_EPS = 1e-16
 
 # Keys of Minimizer.state_dict() beside the base optimizer's standard "state" and "param_groups".
 MINIMIZER_KEY = "minimizer"            # the minimizer's own buffers and counters
@@ -33,40 +38,6 @@ def global_norm(tensors):
 def per_tensor_dots(xs, ys):
     """<x_i, y_i> for each pair of tensors, as one 1-D device tensor (no host sync)."""
     return torch.stack([d.sum() for d in torch._foreach_mul(xs, ys)])
-
-
-def check_rho(rho):
-    if not isinstance(rho, (int, float)) or isinstance(rho, bool) or not math.isfinite(rho) or rho < 0:
-        raise ValueError(f"rho must be a finite number >= 0, got {rho!r}")
-    return float(rho)
-
-
-def check_eta(eta):
-    if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not math.isfinite(eta) or eta < 0:
-        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
-    return float(eta)
-
-
-def check_k(k):
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be an integer >= 1, got {k!r}")
-    return k
-
-
-def check_alpha(alpha, allow_adaptive=True):
-    ok = isinstance(alpha, (int, float)) and not isinstance(alpha, bool)
-    if ok and allow_adaptive and alpha == -1:
-        return -1.0
-    if not ok or not (0 < alpha <= 1):
-        extra = " or -1 (adaptive)" if allow_adaptive else ""
-        raise ValueError(f"alpha must be in (0, 1]{extra}, got {alpha!r}")
-    return float(alpha)
-
-
-def check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
-    return value
 
 
 def _shared_with_base(name):
@@ -248,10 +219,14 @@ class Minimizer(torch.optim.Optimizer):
         eps = self.ascent.perturbation([self.param_names[i] for i in index], params, grads, rho=rho)
         return index, params, eps
 
-    def _init_previous_gradient(self):
-        """Ascent rules whose descent direction depends on the gradient before the perturbation (GSAM)
-        set ``needs_previous_gradient`` and provide ``descent_gradient(previous, grads)``; keep a buffer
-        for that gradient.  Subclasses call this once ``self.ascent`` is set."""
+    def _set_ascent(self, ascent):
+        """Use the ascent rule ``ascent`` (SAMAscent, ASAMAscent, GSAMAscent, ...): bind it to the base
+        optimizer if it reads the learning rate (GSAM).  Ascent rules whose descent direction depends on
+        the gradient before the perturbation (GSAM) set ``needs_previous_gradient`` and provide
+        ``descent_gradient(previous, grads)``; keep a buffer for that gradient."""
+        self.ascent = ascent
+        if hasattr(ascent, "bind"):
+            ascent.bind(self.base_optimizer)
         self.previous_grads = ([torch.empty_like(p) for p in self.params]
                                if getattr(self.ascent, "needs_previous_gradient", False) else None)
 

@@ -31,8 +31,9 @@ default is ``bn_policy="clean"``.
 """
 import torch
 
-from .base import Minimizer, check_rho, global_norm
-from .gsam import LRProportional, check_nonneg
+from .base import Minimizer, global_norm
+from .checks import check_bool, check_number
+from .gsam import LRProportional
 
 BSAM_EPS = 1e-12
 
@@ -42,15 +43,12 @@ class BilateralSAM(Minimizer):
     def __init__(self, model, optimizer, rho_max=0.05, rho_min=0.05, anneal=True, beta=1.0, lr_max=None,
                  lr_min=0.0, official_code=False, bn_policy="clean", eps=BSAM_EPS):
         super().__init__(model, optimizer, bn_policy)
-        self.rho_max = check_rho(rho_max)
-        self.rho_min = check_rho(rho_min)
-        for name, value in (("anneal", anneal), ("official_code", official_code)):
-            if not isinstance(value, bool):
-                raise ValueError(f"{name} must be True or False, got {value!r}")
-        self.anneal = anneal
-        self.official_code = official_code
-        self.beta = check_nonneg("beta", beta)
-        self.eps = check_nonneg("eps", eps)
+        self.rho_max = check_number("rho_max", rho_max, low=0)
+        self.rho_min = check_number("rho_min", rho_min, low=0)
+        self.anneal = check_bool("anneal", anneal)
+        self.official_code = check_bool("official_code", official_code)
+        self.beta = check_number("beta", beta, low=0)
+        self.eps = check_number("eps", eps, low=0)
         self.rho_min_schedule = LRProportional(self.rho_min, 0.0, lr_max, lr_min).bind(optimizer)
         self.unperturbed_weights = [torch.empty_like(p) for p in self.params]
         self.steps = 0

@@ -42,33 +42,19 @@ A closure that takes no argument raises ValueError (checked from its signature b
 Every other minimizer calls ``closure()`` only, so a plain loss-returning closure keeps working there.
 ``targets`` must hold class indices (an integer tensor of shape (n,)); ``outputs`` the logits (n, K).
 """
-import inspect
 import math
 
 import torch
 import torch.nn.functional as F
 
-from .base import check_choice, check_rho
-from .gsam import EpsAscent, check_nonneg
+from .checks import check_choice, check_number, check_objective_closure
+from .gsam import EpsAscent
 from .sam import SAM
 
 
 SURROGATES = ("tanh", "log")
 BISAM_EPS = 1e-12       # their SAM's guard in rho / (||grad Q|| + 1e-12)
 GAMMA = float(torch.log(torch.tensor(math.e - 1.0)))    # float32, as the authors' loss_fnc.py computes it
-
-
-def check_objective_closure(closure, who):
-    """ValueError unless ``closure`` can be called as ``closure(objective)``."""
-    try:
-        inspect.signature(closure).bind(None)
-    except TypeError:
-        raise ValueError(
-            f"{who} calls closure(objective): the closure must accept an optional argument `objective` and, "
-            "when given, back-propagate objective(outputs, targets) instead of the loss "
-            "(see minimizers.make_closure)") from None
-    except ValueError:      # no signature available (builtins, some C callables): trust the caller
-        pass
 
 
 def bisam_surrogate(phi="tanh", mu=10.0, alpha_tanh=0.1):
@@ -95,19 +81,14 @@ class BiSAM(SAM):
 
     def __init__(self, model, optimizer, rho=0.05, surrogate="tanh", mu=10.0, alpha_tanh=0.1, bn_policy="clean",
                  eps=BISAM_EPS):
-        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=EpsAscent(check_rho(rho), eps))
+        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=EpsAscent(rho, eps))
         self.surrogate = check_choice("surrogate", surrogate, (*SURROGATES, "ce"))
-        self.mu = check_nonneg("mu", mu)
-        if self.mu == 0.0:
-            raise ValueError("mu must be > 0, got 0")
-        self.alpha_tanh = check_nonneg("alpha_tanh", alpha_tanh)
+        self.mu = check_number("mu", mu, low=0, low_open=True)
+        self.alpha_tanh = check_number("alpha_tanh", alpha_tanh, low=0)
         self.objective = None if surrogate == "ce" else bisam_surrogate(surrogate, self.mu, self.alpha_tanh)
 
-    def step(self, closure=None):
+    def _ascent_pass(self, closure):
+        """grad Q(w) for the ascent; returns L(w).  The rest of the step is SAM's (grad L(w + eps))."""
         if self.objective is not None:
             check_objective_closure(closure, "BiSAM")
-        loss = self._evaluate(closure, objective=self.objective)    # grad Q(w); returns L(w)
-        self.ascent_step()
-        self._evaluate(closure, bn=self._perturbed_bn())            # grad L(w + eps)
-        self.descent_step()
-        return loss
+        return self._evaluate(closure, objective=self.objective)

@@ -38,24 +38,11 @@ The ascent rule ``GSAMAscent`` also plugs into ``Lookbehind`` (``Lookbehind_GSAM
 ``needs_previous_gradient`` and provides ``descent_gradient(previous, grads)``, which Lookbehind
 applies to every inner descent (previous = gradient at the point before that inner perturbation).
 """
-import math
-
 import torch
 
-from .base import check_rho, global_norm, per_tensor_dots
+from .base import global_norm, per_tensor_dots
+from .checks import check_number
 from .sam import SAM, SAMAscent
-
-
-def check_nonneg(name, value):
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def check_optional_lr(name, value):
-    if value is None:
-        return None
-    return check_nonneg(name, value)
 
 
 class LRProportional:
@@ -65,8 +52,8 @@ class LRProportional:
 
     def __init__(self, high, low, lr_max=None, lr_min=0.0):
         self.high, self.low = float(high), float(low)
-        self.lr_max = check_optional_lr("lr_max", lr_max)
-        self.lr_min = check_nonneg("lr_min", lr_min)
+        self.lr_max = check_number("lr_max", lr_max, low=0, optional=True)
+        self.lr_min = check_number("lr_min", lr_min, low=0)
         self.optimizer = None
         self._bind_lr = None
 
@@ -91,7 +78,7 @@ class EpsAscent(SAMAscent):
 
     def __init__(self, rho, eps):
         super().__init__(rho)
-        self.eps = check_nonneg("eps", eps)
+        self.eps = check_number("eps", eps, low=0)
 
     def perturbation(self, names, params, grads, rho=None):
         scale = (self.rho if rho is None else rho) / (global_norm(grads) + self.eps)
@@ -107,14 +94,14 @@ class GSAMAscent(EpsAscent):
     needs_previous_gradient = True      # per instance: False when alpha_g = 0 (plain SAM descent)
 
     def __init__(self, rho_max=0.04, rho_min=0.02, alpha_g=0.01, lr_max=None, lr_min=0.0, eps=GSAM_EPS):
-        self.rho_max = check_rho(rho_max)
-        self.rho_min = check_rho(rho_min)
+        self.rho_max = check_number("rho_max", rho_max, low=0)
+        self.rho_min = check_number("rho_min", rho_min, low=0)
         if self.rho_min > self.rho_max:
             raise ValueError(f"rho_min must be <= rho_max, got rho_min={rho_min!r} > rho_max={rho_max!r}")
-        self.alpha_g = check_nonneg("alpha_g", alpha_g)
+        self.alpha_g = check_number("alpha_g", alpha_g, low=0)
         self.needs_previous_gradient = self.alpha_g != 0.0
         self.schedule = LRProportional(self.rho_max, self.rho_min, lr_max, lr_min)
-        self.eps = check_nonneg("eps", eps)      # rho is a property (the schedule): no super().__init__
+        self.eps = check_number("eps", eps, low=0)      # rho is a property (the schedule): no super().__init__
 
     @property
     def rho(self):
@@ -145,9 +132,13 @@ class GSAM(SAM):
 
     gradient_evaluations = 2
 
-    def __init__(self, model, optimizer, rho_max=0.04, rho_min=0.02, alpha_g=0.01, lr_max=None, lr_min=0.0,
-                 bn_policy="clean", eps=GSAM_EPS):
-        ascent = GSAMAscent(rho_max, rho_min, alpha_g, lr_max, lr_min, eps)
-        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=ascent)
-        ascent.bind(optimizer)
-        # The previous-gradient buffer and the decomposed descent come from Minimizer._descent_hook.
+    def __init__(self, model, optimizer, ascent=None, bn_policy="clean", **ascent_hparams):
+        """``ascent``: a GSAMAscent, or None to build one from ``ascent_hparams`` (rho_max, rho_min, alpha_g,
+        lr_max, lr_min, eps: GSAMAscent's keywords, whose signature holds their defaults)."""
+        if ascent is None:
+            ascent = GSAMAscent(**ascent_hparams)
+        elif ascent_hparams:
+            raise ValueError(f"pass either an ascent rule or its hyperparameters, not both ({', '.join(ascent_hparams)})")
+        # _set_ascent binds it to the optimizer's lr; the previous-gradient buffer and the decomposed
+        # descent come from Minimizer._descent_hook.
+        super().__init__(model, optimizer, ascent=ascent, bn_policy=bn_policy)

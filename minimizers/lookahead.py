@@ -8,7 +8,8 @@ import contextlib
 
 import torch
 
-from .base import Minimizer, check_alpha, check_k
+from .base import Minimizer
+from .checks import check_alpha, check_int
 
 
 class Lookahead(Minimizer):
@@ -17,7 +18,7 @@ class Lookahead(Minimizer):
         if inner.model is not model or inner.optimizer is not optimizer:
             raise ValueError("the inner minimizer must wrap the same model and optimizer")
         self.inner = inner
-        self.k = check_k(k)
+        self.k = check_int("k", k, minimum=1)
         self.alpha = check_alpha(alpha, allow_adaptive=False)
         self.slow_weights = [p.detach().clone() for p in self.params]
         self.fast_steps = 0   # inner steps since the last synchronisation

@@ -30,7 +30,8 @@ import contextlib
 
 import torch
 
-from .base import BN_NORMAL, BN_TWICE, Minimizer, check_alpha, check_choice, check_k, per_tensor_dots
+from .base import BN_NORMAL, BN_TWICE, Minimizer, per_tensor_dots
+from .checks import check_alpha, check_bool, check_choice, check_int
 
 PASSES = ("shared", "repeat")
 
@@ -39,19 +40,16 @@ class Lookbehind(Minimizer):
     def __init__(self, model, optimizer, ascent, k=2, alpha=0.5, passes="shared",
                  minibatch_switching=False, bn_policy="every"):
         super().__init__(model, optimizer, bn_policy)
-        self.ascent = ascent
-        self.k = check_k(k)
+        self.k = check_int("k", k, minimum=1)
         self.alpha = check_alpha(alpha)
         self.passes = check_choice("passes", passes, PASSES)
-        if not isinstance(minibatch_switching, bool):
-            raise ValueError(f"minibatch_switching must be True or False, got {minibatch_switching!r}")
-        self.minibatch_switching = minibatch_switching
+        self.minibatch_switching = check_bool("minibatch_switching", minibatch_switching)
         self.adaptive = self.alpha == -1
         self.slow_weights = [p.detach().clone() for p in self.params]
         self.fast_weights = [p.detach().clone() for p in self.params]
         self.perturbed_weights = [torch.empty_like(p) for p in self.params]
         self.first_fast_weights = [torch.empty_like(p) for p in self.params] if self.adaptive else None
-        self._init_previous_gradient()   # GSAM-style ascent rules (see Minimizer._descent_hook)
+        self._set_ascent(ascent)         # GSAM-style ascent rules: see Minimizer._descent_hook
         self.inner_step = 0          # inner steps done in the current outer step (two-call/switching use)
         self.last_alpha = None       # per-tensor alphas of the last slow update (device tensor), adaptive only
         self._alpha_stats = None     # device tensor [sum, min, max] of the alphas since the last read

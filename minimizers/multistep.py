@@ -9,7 +9,8 @@ rho).  k+1 gradient evaluations.  Buffers: the unperturbed weights (+ a gradient
 """
 import torch
 
-from .base import Minimizer, check_choice, check_k
+from .base import Minimizer
+from .checks import check_bool, check_choice, check_int
 
 DESCENT_GRADIENTS = ("last", "mean")
 
@@ -18,12 +19,10 @@ class Multistep(Minimizer):
     def __init__(self, model, optimizer, ascent, k=2, descent_gradient="last", split_rho=False,
                  bn_policy="every"):
         super().__init__(model, optimizer, bn_policy)
-        self.ascent = ascent
-        self.k = check_k(k)
+        self._set_ascent(ascent)
+        self.k = check_int("k", k, minimum=1)
         self.descent_gradient = check_choice("descent_gradient", descent_gradient, DESCENT_GRADIENTS)
-        if not isinstance(split_rho, bool):
-            raise ValueError(f"split_rho must be True or False, got {split_rho!r}")
-        self.split_rho = split_rho
+        self.split_rho = check_bool("split_rho", split_rho)
         self.unperturbed_weights = [torch.empty_like(p) for p in self.params]
         self.gradient_sum = [torch.empty_like(p) for p in self.params] if descent_gradient == "mean" else None
 

@@ -11,18 +11,19 @@ These are the semantics of the ASAM/Lookbehind reference code (the 1e-16 include
 """
 import torch
 
-from .base import Minimizer, check_eta, check_rho, global_norm
+from .base import NORM_EPS, Minimizer, global_norm
+from .checks import check_number
 
 
 class SAMAscent:
     """eps = rho * g / (||g|| + 1e-16)."""
 
     def __init__(self, rho=0.05):
-        self.rho = check_rho(rho)
+        self.rho = check_number("rho", rho, low=0)
 
     def perturbation(self, names, params, grads, rho=None):
         """The perturbation for ``params`` (a list aligned with them), on the device."""
-        scale = (self.rho if rho is None else rho) / (global_norm(grads) + 1e-16)
+        scale = (self.rho if rho is None else rho) / (global_norm(grads) + NORM_EPS)
         return torch._foreach_mul(grads, scale)
 
 
@@ -30,8 +31,8 @@ class ASAMAscent:
     """eps = rho * T^2 g / (||T g|| + 1e-16) with T = |w| + eta on parameters named '*weight*'."""
 
     def __init__(self, rho=0.5, eta=0.01):
-        self.rho = check_rho(rho)
-        self.eta = check_eta(eta)
+        self.rho = check_number("rho", rho, low=0)
+        self.eta = check_number("eta", eta, low=0)
 
     def perturbation(self, names, params, grads, rho=None):
         is_weight = ["weight" in n for n in names]
@@ -41,7 +42,7 @@ class ASAMAscent:
         scale_t = torch._foreach_abs(w_params)
         torch._foreach_add_(scale_t, self.eta)
         scaled = list(torch._foreach_mul(w_grads, scale_t))                   # T g
-        scale = (self.rho if rho is None else rho) / (global_norm([*scaled, *other_grads]) + 1e-16)
+        scale = (self.rho if rho is None else rho) / (global_norm([*scaled, *other_grads]) + NORM_EPS)
         torch._foreach_mul_(scaled, scale_t)                                   # T^2 g
         torch._foreach_mul_(scaled, scale)
         w_eps, other_eps = iter(scaled), iter(torch._foreach_mul(other_grads, scale) if other_grads else [])
@@ -61,10 +62,14 @@ class SGD(Minimizer):
 
 
 class SAM(Minimizer):
-    """Sharpness-aware minimization with a pluggable ascent rule (SAM by default, ASAM via ``ASAM``).
+    """Sharpness-aware minimization with a pluggable ascent rule (``SAMAscent`` by default; ASAM, GSAM
+    and the SAM-family variants plug in theirs).
 
     ``step(closure)``: gradient at w, perturb to w + eps, gradient there, restore w exactly, base
-    optimizer step with the perturbed gradient.  Two gradient evaluations.
+    optimizer step with the perturbed gradient.  Two gradient evaluations.  Written once; variants
+    change it through the hooks ``_ascent_pass`` (the first pass: BiSAM's surrogate, SSAM's mask
+    updates), ``_shape_perturbation`` (SSAM's mask), ``_after_perturbation`` (SSAM-D's mask update)
+    and ``_end_step`` (SSAM-F's Fisher pass, counters).
 
     The authors' two-call style is available as well::
 
@@ -74,26 +79,45 @@ class SAM(Minimizer):
 
     gradient_evaluations = 2
 
-    def __init__(self, model, optimizer, rho=0.05, bn_policy="every", ascent=None):
+    def __init__(self, model, optimizer, ascent=None, bn_policy="every"):
         super().__init__(model, optimizer, bn_policy)
-        self.ascent = ascent if ascent is not None else SAMAscent(rho)
+        self._set_ascent(ascent if ascent is not None else SAMAscent())
         self.unperturbed_weights = [torch.empty_like(p) for p in self.params]
-        self._init_previous_gradient()
 
     def step(self, closure=None):
-        loss = self._evaluate(closure)
+        loss = self._ascent_pass(closure)
         self.ascent_step()
         self._evaluate(closure, bn=self._perturbed_bn())
         self.descent_step()
+        self._end_step(closure)
         return loss
 
+    # ------------------------------------------------------------------------------------- hooks
+    def _ascent_pass(self, closure):
+        """The first pass, at w: leaves in .grad the gradient the ascent uses; returns the loss."""
+        return self._evaluate(closure)
+
+    def _shape_perturbation(self, index, eps):
+        """The perturbation of the parameters ``index`` as applied (SSAM masks it)."""
+        return eps
+
+    def _after_perturbation(self, index, grads):
+        """The model at w + eps, ``grads`` the gradient the ascent used (SSAM-D updates its mask here)."""
+
+    def _end_step(self, closure):
+        """After the base step (SSAM counts steps; SSAM-F's Fisher pass at the new weights)."""
+
+    # ---------------------------------------------------------------------------- two-call style
     @torch.no_grad()
     def ascent_step(self):
         """Move the model to w + eps, computed from the gradients now in ``.grad``; zero them."""
-        _, params, eps = self._perturbation()
+        index, params, grads = self._grads()
+        eps = self._shape_perturbation(index, self.ascent.perturbation([self.param_names[i] for i in index],
+                                                                       params, grads))
         self._remember_gradient()
         torch._foreach_copy_(self.unperturbed_weights, self.params)
         torch._foreach_add_(params, eps)
+        self._after_perturbation(index, grads)
         self.zero_grad()
 
     @torch.no_grad()
@@ -101,12 +125,12 @@ class SAM(Minimizer):
         """Restore w and let the base optimizer step with the gradients now in ``.grad``."""
         self._descent_hook()
         torch._foreach_copy_(self.params, self.unperturbed_weights)
-        self.optimizer.step()
+        self.base_optimizer.step()
         self.zero_grad()
 
 
 class ASAM(SAM):
     """Adaptive SAM (Kwon et al., 2021): SAM with the ASAM ascent rule."""
 
-    def __init__(self, model, optimizer, rho=0.5, eta=0.01, bn_policy="every"):
-        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=ASAMAscent(rho, eta))
+    def __init__(self, model, optimizer, ascent=None, bn_policy="every"):
+        super().__init__(model, optimizer, ascent if ascent is not None else ASAMAscent(), bn_policy)

@@ -55,18 +55,13 @@ import copy
 
 import torch
 
-from .base import BN_FROZEN, BN_NORMAL, BN_POLICIES, Minimizer, check_choice, check_rho
+from .base import BN_FROZEN, BN_NORMAL, BN_POLICIES, Minimizer
+from .checks import check_choice, check_number
 from .gsam import EpsAscent
 
 SAMPA_BN_POLICIES = (*BN_POLICIES, "perturbed")    # "perturbed": statistics of the x~ passes only
 FIRST_STEPS = ("sgd", "paper")
 SAMPA_EPS = 1e-12
-
-
-def check_lam(lam):
-    if not isinstance(lam, (int, float)) or isinstance(lam, bool) or not (0.0 <= lam <= 1.0):
-        raise ValueError(f"lam must be in [0, 1], got {lam!r}")
-    return float(lam)
 
 
 class SAMPa(Minimizer):
@@ -77,8 +72,8 @@ class SAMPa(Minimizer):
                  eps=SAMPA_EPS):
         super().__init__(model, optimizer)
         self.bn_policy = check_choice("bn_policy", bn_policy, SAMPA_BN_POLICIES)
-        self.ascent = EpsAscent(check_rho(rho), eps)
-        self.lam = check_lam(lam)
+        self.ascent = EpsAscent(rho, eps)
+        self.lam = check_number("lam", lam, low=0, high=1)
         self.first_step = check_choice("first_step", first_step, FIRST_STEPS)
         self.started = False
         self.grad_y = [torch.zeros_like(p) for p in self.params]        # grad f(y_t; B_t)

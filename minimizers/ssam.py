@@ -57,7 +57,8 @@ another stream.
 Epochs vs steps: their masks change at the first batch of every ``update_freq``-th epoch; ``step``
 cannot know the epoch length, so intervals are in steps: mask_update_interval = update_freq *
 steps_per_epoch and T_end = epochs * steps_per_epoch.  The defaults (1955 and 78200) are 5 and 200
-epochs of CIFAR at batch 128 (391 steps per epoch).  Other defaults (CIFAR-10): rho=0.1 and
+epochs of CIFAR at batch 128 (391 steps per epoch): ``MASK_UPDATE_INTERVAL`` and ``T_END`` below,
+derived from ``CIFAR_STEPS_PER_EPOCH``.  Other defaults (CIFAR-10): rho=0.1 and
 sparsity=0.5 (their README's CIFAR-10 SSAM-F command), num_samples=128 and a 5-epoch refresh (values
 of the grid in their configs/train.sh, commit 2d17866); drop_rate=0.5 and the gradient-drop /
 random-grow criteria are their parser's defaults (configs/defaulf_cfg.py).
@@ -66,8 +67,7 @@ import math
 
 import torch
 
-from .base import check_choice, check_rho
-from .bisam import check_objective_closure
+from .checks import check_choice, check_int, check_number, check_objective_closure
 from .gsam import EpsAscent
 from .sam import SAM
 
@@ -75,16 +75,13 @@ CRITERIA = ("gradient", "weight", "random")
 SSAM_EPS = 1e-7
 
 
-def check_sparsity(sparsity):
-    if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool) or not (0.0 <= sparsity <= 1.0):
-        raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}")
-    return float(sparsity)
-
-
-def check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+# Defaults in steps that the paper and code give in epochs (step cannot know the epoch length): a mask
+# refresh every 5 epochs and 200 epochs of training, at CIFAR's 50,000 images in batches of 128.  For
+# other settings pass update_epochs * steps_per_epoch and epochs * steps_per_epoch.
+CIFAR_STEPS_PER_EPOCH = 391                            # ceil(50000 / 128)
+MASK_UPDATE_INTERVAL = 5 * CIFAR_STEPS_PER_EPOCH       # 1955
+T_END = 200 * CIFAR_STEPS_PER_EPOCH                    # 78200
+RHO, SPARSITY = 0.1, 0.5                               # SSAM-F and SSAM-D (see the module docstring)
 
 
 class _SparseSAM(SAM):
@@ -93,9 +90,9 @@ class _SparseSAM(SAM):
     gradient_evaluations = 2
 
     def __init__(self, model, optimizer, rho, sparsity, mask_update_interval, bn_policy, eps):
-        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=EpsAscent(check_rho(rho), eps))
-        self.sparsity = check_sparsity(sparsity)
-        self.mask_update_interval = check_positive_int("mask_update_interval", mask_update_interval)
+        super().__init__(model, optimizer, bn_policy=bn_policy, ascent=EpsAscent(rho, eps))
+        self.sparsity = check_number("sparsity", sparsity, low=0, high=1)
+        self.mask_update_interval = check_int("mask_update_interval", mask_update_interval, minimum=1)
         self.numel = sum(p.numel() for p in self.params)
         self.steps = 0
         self.mask_flat = torch.zeros(self.numel, dtype=self.params[0].dtype, device=self.params[0].device)
@@ -114,18 +111,9 @@ class _SparseSAM(SAM):
         torch._foreach_copy_([self._views(flat)[i] for i in index], tensors)
         return flat
 
-    @torch.no_grad()
-    def ascent_step(self):
-        index, params, grads = self._grads()
-        eps = self.ascent.perturbation([self.param_names[i] for i in index], params, grads)
+    def _shape_perturbation(self, index, eps):
         torch._foreach_mul_(eps, [self.masks[i] for i in index])
-        torch._foreach_copy_(self.unperturbed_weights, self.params)
-        torch._foreach_add_(params, eps)
-        self._after_perturbation(index, grads)
-        self.zero_grad()
-
-    def _after_perturbation(self, index, grads):
-        """Hook: the model at w + e, ``grads`` the clean gradient (SSAM-D updates its mask here)."""
+        return eps
 
     def _extra_state(self):
         return {"steps": self.steps, "mask": self.mask_flat.clone()}
@@ -139,10 +127,10 @@ class _SparseSAM(SAM):
 class SSAMF(_SparseSAM):
     """SSAM-F: Fisher-information mask.  2 passes, +1 on steps that accumulate the Fisher information."""
 
-    def __init__(self, model, optimizer, rho=0.1, sparsity=0.5, num_samples=128, mask_update_interval=1955,
-                 bn_policy="every", eps=SSAM_EPS):
+    def __init__(self, model, optimizer, rho=RHO, sparsity=SPARSITY, num_samples=128,
+                 mask_update_interval=MASK_UPDATE_INTERVAL, bn_policy="every", eps=SSAM_EPS):
         super().__init__(model, optimizer, rho, sparsity, mask_update_interval, bn_policy, eps)
-        self.num_samples = check_positive_int("num_samples", num_samples)
+        self.num_samples = check_int("num_samples", num_samples, minimum=1)
         self.n_keep = int(self.numel * (1 - self.sparsity))            # their keep_num
         self.fisher_count = 0           # samples in the Fisher sum being accumulated (0: none in progress)
         self.collecting = False
@@ -156,15 +144,15 @@ class SSAMF(_SparseSAM):
     def gradient_evaluations(self):
         return 3 if self.fisher_pass_due() else 2
 
-    def step(self, closure=None):
-        fisher_due = self.fisher_pass_due()
-        if fisher_due:
+    def _ascent_pass(self, closure):
+        if self.fisher_pass_due():                          # before any pass: nothing done on a bad closure
             check_objective_closure(closure, "SSAM-F")
-        loss = super().step(closure)
-        if fisher_due:
+        return super()._ascent_pass(closure)
+
+    def _end_step(self, closure):
+        if self.fisher_pass_due():                          # (unchanged since the step began)
             self._fisher_pass(closure)                      # at the new weights; BatchNorm untouched
         self.steps += 1
-        return loss
 
     def _fisher_pass(self, closure):
         check_objective_closure(closure, "SSAM-F")
@@ -220,19 +208,15 @@ class SSAMF(_SparseSAM):
 class SSAMD(_SparseSAM):
     """SSAM-D: dynamic sparse mask (random start, cosine-annealed drop/grow).  Two passes."""
 
-    def __init__(self, model, optimizer, rho=0.1, sparsity=0.5, drop_rate=0.5, mask_update_interval=1955,
-                 T_end=78200, drop_criterion="gradient", grow_criterion="random", seed=0, bn_policy="every",
-                 eps=SSAM_EPS):
+    def __init__(self, model, optimizer, rho=RHO, sparsity=SPARSITY, drop_rate=0.5,
+                 mask_update_interval=MASK_UPDATE_INTERVAL, T_end=T_END, drop_criterion="gradient",
+                 grow_criterion="random", seed=0, bn_policy="every", eps=SSAM_EPS):
         super().__init__(model, optimizer, rho, sparsity, mask_update_interval, bn_policy, eps)
-        if not isinstance(drop_rate, (int, float)) or isinstance(drop_rate, bool) or not (0.0 <= drop_rate <= 1.0):
-            raise ValueError(f"drop_rate must be in [0, 1], got {drop_rate!r}")
-        self.drop_rate = float(drop_rate)
-        self.T_end = check_positive_int("T_end", T_end)
+        self.drop_rate = check_number("drop_rate", drop_rate, low=0, high=1)
+        self.T_end = check_int("T_end", T_end, minimum=1)
         self.drop_criterion = check_choice("drop_criterion", drop_criterion, CRITERIA)
         self.grow_criterion = check_choice("grow_criterion", grow_criterion, CRITERIA)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
-        self.seed = seed
+        self.seed = check_int("seed", seed)
         device = self.params[0].device
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(seed)
@@ -251,10 +235,8 @@ class SSAMD(_SparseSAM):
         grow = int(min(target * rate, self.numel * self.sparsity))
         return keep, grow
 
-    def step(self, closure=None):
-        loss = super().step(closure)
+    def _end_step(self, closure):
         self.steps += 1
-        return loss
 
     def _after_perturbation(self, index, grads):
         counts = self.update_counts(self.steps)

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Build the offline CIFAR-10 sample shipped in data/cifar10_sample/.
 
-    python scripts/make_sample.py [ARCHIVE] [--train-per-class 500] [--test-per-class 100]
+    python scripts/make_sample.py ARCHIVE [--train-per-class 500] [--test-per-class 100]
 
-ARCHIVE defaults to ../shared/data/cifar10-jpeg75.tar.gz: all 60,000 CIFAR-10 images
-re-encoded as quality-75 JPEGs (see that directory's README). We keep the original JPEG
+ARCHIVE is a local copy of cifar10-jpeg75.tar.gz: all 60,000 CIFAR-10 images re-encoded as
+quality-75 JPEGs (members cifar10/{train,test}/<class>/<name>.jpg). We keep the original JPEG
 bytes (about 320 bytes per image) instead of decoded pixels, so that 6,000 real images fit
 in about 2 MB; data/__init__.py decodes them at load time with torchvision.io.decode_jpeg.
 
@@ -23,7 +23,6 @@ import numpy as np
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck"]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_ARCHIVE = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg75.tar.gz")
 OUTPUT = os.path.join(REPO, "data", "cifar10_sample", "cifar10_sample.npz")
 
 
@@ -65,7 +64,7 @@ def pack(split, chosen):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("archive", nargs="?", default=DEFAULT_ARCHIVE)
+    parser.add_argument("archive", help="a local copy of cifar10-jpeg75.tar.gz")
     parser.add_argument("--train-per-class", type=int, default=500)
     parser.add_argument("--test-per-class", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)

@@ -94,28 +94,36 @@ def flag_adder(parser):
     return flag
 
 
+def library_default(key):
+    """The library defaults of hyperparameter ``key``, from the registry: "library default 0.05 for SAM, ...;
+    0.5 for ...", or "library default X" when every minimizer that takes it has the same."""
+    groups = minimizers.defaults_by_value(key)
+    if len(groups) == 1:
+        return f"library default {next(iter(groups))}"
+    return "library default " + "; ".join(f"{value} for {', '.join(names)}" for value, names in groups.items())
+
+
 def add_minimizer_flags(flag, default="Lookbehind_SAM"):
     """--minimizer and its hyperparameter flags (HPARAM_FLAGS, --hparam KEY=VALUE)."""
     flag("minimizer", default=default, type=lookup(minimizers.canonical_name),
          help=f"one of {', '.join(minimizers.available())} (case-insensitive; default %(default)s)")
-    flag("rho", default=None, type=finite_float(),
-         help="perturbation radius (default: the library's, 0.05 for SAM-type, 0.5 for ASAM-type)")
-    flag("eta", default=None, type=finite_float(), help="ASAM's eta (library default 0.01)")
-    flag("k", default=None, type=integer,
-         help="steps per outer step (library default: 2 Lookbehind/Multistep, 5 Lookahead)")
+    flag("rho", default=None, type=finite_float(), help=f"perturbation radius ({library_default('rho')})")
+    flag("eta", default=None, type=finite_float(), help=f"ASAM's eta ({library_default('eta')})")
+    flag("k", default=None, type=integer, help=f"inner steps per outer step ({library_default('k')})")
     flag("alpha", default=None, type=finite_float(),
-         help="slow-weight step size in (0, 1], -1 = adaptive (library default 0.5)")
+         help=f"slow-weight step size in (0, 1], -1 = adaptive ({library_default('alpha')})")
     flag("bn_policy", default=None, choices=list(SAMPA_BN_POLICIES),
          help="BatchNorm statistics from every pass, the clean passes only, or (SAMPa) the perturbed passes "
-              "only (library default: the minimizer's, see minimizers/README.md)")
+              f"only ({library_default('bn_policy')})")
     flag("passes", default=None, choices=list(minimizers.PASSES),
-         help="Lookbehind: k+1 shared gradient evaluations or the authors' literal 2k (default: shared)")
+         help=f"Lookbehind: k+1 shared gradient evaluations or the authors' literal 2k ({library_default('passes')})")
     flag("minibatch_switching", default=None, action=argparse.BooleanOptionalAction,
-         help="Lookbehind: a new minibatch for every inner step (default: off)")
+         help=f"Lookbehind: a new minibatch for every inner step ({library_default('minibatch_switching')})")
     flag("descent_gradient", default=None, choices=list(minimizers.DESCENT_GRADIENTS),
-         help="Multistep: descend with the last or the mean of the k ascent gradients (default: last)")
+         help=f"Multistep: descend with the last or the mean of the k ascent gradients "
+              f"({library_default('descent_gradient')})")
     flag("split_rho", default=None, action=argparse.BooleanOptionalAction,
-         help="Multistep: split rho over the k ascent steps (default: off)")
+         help=f"Multistep: split rho over the k ascent steps ({library_default('split_rho')})")
     flag("hparam", default=[], action="append", metavar="KEY=VALUE",
          help="any other hyperparameter of the minimizer (repeatable), typed like its default")
 
