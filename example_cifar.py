@@ -36,12 +36,13 @@ from training import distributed, records
 from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_flags, argv_flags,
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_minimizer_hparams, HPARAM_FLAGS)
+from training import trackers
 from training.loop import alpha_columns, evaluate, lr_schedule, train_one_epoch
 from training.plots import plot_curves
 from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE
 
 # Settings a resumed run may change; every other one must stay what the run started with.
-RESUME_MAY_CHANGE = {"epochs", "device", "data_dir", "download", "out", "resume", "compile"}
+RESUME_MAY_CHANGE = {"epochs", "device", "data_dir", "download", "out", "resume", "compile", "tensorboard", "wandb"}
 # config.json entries that are records, not flags.
 RECORD_KEYS = {"minimizer_hparams", "versions", "git_commit", "command", "resume_commands", "ignored_flags",
                "world_size"}
@@ -79,6 +80,10 @@ def build_parser():
     flag("train_subset", default=None, type=batch_count, help="train on the first N training images only (quick runs)")
     flag("out", default=None, help="run directory (default: runs/<dataset>_<model>_<minimizer>[_hparams]_s<seed>)")
     flag("resume", default=False, action="store_true", help="continue the run in --out from its checkpoint")
+    flag("tensorboard", default=False, action="store_true",
+         help=f"also log the per-epoch metrics, config and curves to TensorBoard (--out/{trackers.TENSORBOARD_DIR})")
+    flag("wandb", default=False, action="store_true",
+         help="also log them to Weights & Biases (offline under --out unless WANDB_MODE is set)")
     return parser
 
 
@@ -204,6 +209,8 @@ def run(argv):
     for name in ignored_flags:
         print(f"note: --{name} does not apply to {args.minimizer}; ignored", file=notes)
 
+    trackers.require(args.tensorboard, args.wandb)
+
     # ---- data (errors here leave no run directory behind)
     dataset = data.load_dataset(args.dataset, args.data_dir, device, args.train_subset, download=args.download)
     if dataset.train_labels.shape[0] < parallel.world_size:
@@ -241,6 +248,7 @@ def run(argv):
         config["resume_commands"] = saved_config.get("resume_commands", []) + [["example_cifar.py"] + argv]
     if writes:
         records.atomic_write_json(config_path, config)
+    tracking = trackers.Trackers(out, config, args.tensorboard and writes, args.wandb and writes)  # rank 0 only
     session_start = time.time()
 
     def wall_seconds():
@@ -257,6 +265,8 @@ def run(argv):
         records.atomic_write_json(summary_path, records.summary_record(status, vars(args), rows, wall_seconds()))
         if rows:
             plot_curves(os.path.join(out, records.CURVES_FILE), rows, title)
+            tracking.log_curves(os.path.join(out, records.CURVES_FILE), rows[-1]["epoch"])
+        tracking.close()
 
     for epoch in range(start_epoch, args.epochs + 1):
         epoch_start = time.perf_counter()
@@ -287,6 +297,7 @@ def run(argv):
                         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
                 "wall_seconds": wall_seconds()})
             records.write_metrics_csv(os.path.join(out, records.METRICS_FILE), rows)
+            tracking.log_epoch(rows[-1])
             records.atomic_write_json(summary_path, records.summary_record(records.STATUS_RUNNING, vars(args), rows, wall_seconds()))
         print(f"epoch {epoch:3d}/{args.epochs} lr {lr:.4g} | train loss {train_loss:.4f} acc {train_acc:6.2f}% | "
               f"test loss {test_loss:.4f} acc {test_acc:6.2f}% | {rows[-1]['epoch_seconds']:.1f}s "
