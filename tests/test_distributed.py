@@ -221,6 +221,37 @@ def test_more_processes_than_gpus_is_a_usage_error():
     assert distributed.processes_from_environment(env) == distributed.Processes(3, 8, 1, 2)
 
 
+TORCHRUN_ENV = dict(RANK="0", WORLD_SIZE="4", LOCAL_RANK="0", LOCAL_WORLD_SIZE="4")
+
+
+def test_start_refuses_before_joining_a_process_group(monkeypatch):
+    """The checks of start() run before init_process_group (which would wait for the other ranks)."""
+    # 4 processes on a node where CUDA shows 2 devices (device_count patched: no GPU on this machine)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for device in ("cuda", "auto"):
+        with pytest.raises(UsageError, match="torchrun started 4 processes on this node but 2 CUDA"):
+            distributed.start(device, environ=TORCHRUN_ENV)
+    monkeypatch.undo()
+    with pytest.raises(UsageError, match="--sync_bn needs CUDA"):
+        distributed.start("cpu", sync_bn=True, environ=TORCHRUN_ENV)
+    assert not torch.distributed.is_initialized()
+    # one process: no process group, every DataParallel method is a no-op
+    device, parallel = distributed.start("cpu", "local", sync_bn=True, environ={})
+    assert device == torch.device("cpu") and not parallel.local_ascent and not torch.distributed.is_initialized()
+
+
+def test_sync_bn_converts_batchnorm_only_in_a_data_parallel_run():
+    import models
+    model = models.create_model("resnet8")
+    parallel = distributed.DataParallel(distributed.Processes(0, 2, 0, 2))
+    converted = distributed.convert_sync_batchnorm(model, parallel, sync_bn=True)
+    kinds = {type(m) for m in converted.modules()}
+    assert torch.nn.SyncBatchNorm in kinds and torch.nn.BatchNorm2d not in kinds
+    assert distributed.convert_sync_batchnorm(model, distributed.SINGLE_PROCESS, sync_bn=True) is model
+    assert distributed.convert_sync_batchnorm(model, parallel, sync_bn=False) is model
+
+
 # ----------------------------------------------------------------------------- real torchrun
 
 def torchrun(*args, nproc=WORLD_SIZE):
