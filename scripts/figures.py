@@ -14,6 +14,8 @@ rho     reads grouped.csv; one figure per dataset/model, a panel per family (SAM
         mean test accuracy vs rho (log axis) with ± std error bars, one line per minimizer.
 curves  reads curves.csv; one figure per dataset/model: test accuracy and train loss per epoch,
         mean over the completed seeds of each minimizer (band = ± std).
+alpha   reads curves.csv; one figure per dataset/model: the adaptive alpha (metrics.csv's alpha_mean,
+        alpha_min, alpha_max of runs with --alpha -1) per epoch, per run and averaged over seeds.
 
 Writes PNG and PDF (--formats) to <results dir>/figures/ (or --out) and prints the paths.
 --metric best|final picks the accuracy for kalpha/rho (default best, as tables.py).
@@ -240,7 +242,8 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
     paths = []
     for (dataset, model), part in df.groupby(["dataset", "model"], sort=True):
         # One line per setting; the label names the settings that vary within a minimizer.
-        setting_cols = [c for c in ("minimizer", "rho", "k", "alpha", "epochs", "config_lr") if c in part.columns]
+        setting_cols = [c for c in ("minimizer", "rho", "k", "alpha", "minibatch_switching", "epochs", "config_lr")
+                        if c in part.columns]
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
         styles = ["-", "--", ":", "-."]
         groups = list(part.groupby(setting_cols, dropna=False, sort=False))
@@ -254,6 +257,8 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
             label = display_minimizer(minimizer) + "".join(
                 f", {'ρ' if c == 'rho' else 'α' if c == 'alpha' else c}="
                 f"{alpha_label(values[c]) if c == 'alpha' else fmt_num(values[c])}" for c in varying)
+            if values.get("minibatch_switching") is True or str(values.get("minibatch_switching")) == "True":
+                label += " + switching"
             n = g["run_name"].nunique()
             label += f" (n={n})"
             stats = g.groupby("epoch").agg(acc_mean=("test_acc", "mean"), acc_std=("test_acc", "std"),
@@ -287,11 +292,45 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
     return paths
 
 
+def fig_alpha(results, out_dir, formats=("png", "pdf"), where=None):
+    """Adaptive alpha over epochs: per run (thin lines) and the mean over seeds per setting (thick);
+    dotted: the mean over seeds of each epoch's smallest and largest per-tensor alpha."""
+    df = read_csv(os.path.join(results, "curves.csv"),
+                  ["dataset", "model", "minimizer", "epoch", "run_name", "alpha_mean", "alpha_min", "alpha_max"])
+    df = apply_where(df, where, "curves.csv")
+    df = df[pd.to_numeric(df["alpha_mean"], errors="coerce").notna()]
+    if df.empty:
+        raise UserError("curves.csv has no adaptive-alpha values (runs with --alpha -1 write alpha_mean)")
+    paths = []
+    for (dataset, model), part in df.groupby(["dataset", "model"], sort=True):
+        part = part.copy()
+        switching = part["minibatch_switching"].astype(str) == "True" if "minibatch_switching" in part else False
+        part["label"] = part["minimizer"].map(display_minimizer) + np.where(switching, " + switching", "")
+        fig, ax = plt.subplots(figsize=(11, 4.2))
+        for index, (label, g) in enumerate(sorted(part.groupby("label"), key=lambda item: item[0])):
+            color = plt.rcParams["axes.prop_cycle"].by_key()["color"][index % 10]
+            for _, run in g.groupby("run_name"):
+                ax.plot(run["epoch"], run["alpha_mean"], color=color, linewidth=0.7, alpha=0.5)
+            stats = g.groupby("epoch")[["alpha_mean", "alpha_min", "alpha_max"]].mean()
+            ax.plot(stats.index, stats["alpha_mean"], color=color, linewidth=2, marker="o", ms=3,
+                    label=f"{label} (n={g['run_name'].nunique()})")
+            ax.plot(stats.index, stats["alpha_min"], ":", color=color, linewidth=1)
+            ax.plot(stats.index, stats["alpha_max"], ":", color=color, linewidth=1)
+        ax.set(xlabel="epoch", ylabel="adaptive alpha")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("per epoch: mean over slow updates and tensors (thin: runs, thick: mean over seeds; "
+                     "dotted: smallest/largest)", fontsize=9)
+        paths += finish(fig, part, "adaptive alpha", 10, out_dir, f"alpha_{dataset}_{model}", formats)
+    return paths
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="The paper's figures (PNG + PDF) from collect.py's CSVs; a few seconds each.",
         epilog="Example (from the repository root): python -m scripts.figures kalpha results/kalpha")
-    parser.add_argument("kind", choices=["kalpha", "rho", "curves"])
+    parser.add_argument("kind", choices=["kalpha", "rho", "curves", "alpha"])
     parser.add_argument("results", help="results directory with grouped.csv / curves.csv")
     parser.add_argument("--out", help="output directory (default: <results>/figures)")
     parser.add_argument("--metric", choices=["best", "final"], default="best")
@@ -306,6 +345,8 @@ def main(argv=None):
             paths = fig_kalpha(args.results, out, args.metric, formats, args.where)
         elif args.kind == "rho":
             paths = fig_rho(args.results, out, args.metric, formats, args.where)
+        elif args.kind == "alpha":
+            paths = fig_alpha(args.results, out, formats, args.where)
         else:
             paths = fig_curves(args.results, out, formats, args.where, args.minimizers)
     except UserError as e:

@@ -210,3 +210,33 @@ def test_bad_input_one_line_exit_2_no_output(script, trained_runs, tmp_path, cap
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
         assert not os.path.exists(out) and not os.path.exists(str(tmp_path / "out.png"))
+
+
+# ------------------------------------------------------------------------------- table and alpha figure
+def test_analysis_table_means_over_seeds(tmp_path, capsys):
+    import pandas as pd
+    from scripts import analysis_table
+    noisy = pd.DataFrame({"label": ["SGD", "SGD", "SGD", "SAM"], "seed": [0, 1, 0, 0], "eta": [0.0, 0.0, 0.1, 0.0],
+                          "test_acc": [40.0, 42.0, 30.0, 45.0]})
+    sharp = pd.DataFrame({"label": ["SGD", "SGD", "SAM"], "seed": [0, 1, 0], "measure": ["worst_case_increase"] * 3,
+                          "ball": ["l2"] * 3, "radius": [0.05] * 3, "value": [0.1, 0.3, 0.05]})
+    noisy.to_csv(tmp_path / "n.csv", index=False)
+    sharp.to_csv(tmp_path / "s.csv", index=False)
+    out = tmp_path / "t.md"
+    assert analysis_table.main(["--noisy", str(tmp_path / "n.csv"), "--sharpness", str(tmp_path / "s.csv"),
+                                "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("| minimizer | seeds | clean test acc (%) | acc, noise η=0.1 | worst-case Δloss l2 r=0.05")
+    assert lines[2] == "| SGD | 2 | 41.00 ± 1.41 | 30.00 | 0.2 ± 0.14 |"
+    assert lines[3] == "| SAM | 1 | 45.00 |  | 0.05 |"
+    assert analysis_table.main(["--noisy", str(tmp_path / "missing.csv")]) == 2
+    capsys.readouterr()
+
+
+def test_alpha_figure(trained_runs, tmp_path, capsys):
+    from scripts import collect, figures
+    assert collect.main([os.path.dirname(trained_runs[0]), "--sweep", "t", "--out", str(tmp_path / "res")]) == 0
+    assert figures.main(["alpha", str(tmp_path / "res"), "--formats", "png"]) == 0
+    assert os.path.getsize(tmp_path / "res" / "figures" / "alpha_CIFAR10_sample_resnet8.png") > 10_000
+    assert figures.main(["alpha", str(tmp_path / "res"), "--formats", "png", "--where", "minimizer=SGD"]) == 2
+    capsys.readouterr()

@@ -1,0 +1,94 @@
+"""One markdown table from the noisy-weights and sharpness CSVs: mean ± std over seeds per minimizer setting.
+
+    python -m scripts.analysis_table --noisy results/cpu_study/noisy_weights.csv \
+        --sharpness results/cpu_study/sharpness.csv [--out results/cpu_study/analyses.md]
+
+Columns: seeds, clean test accuracy (eta = 0, the run's final test accuracy), test accuracy at each
+noise level (mean ± std over seeds and draws), and per sharpness measure the mean ± std over seeds
+(loss on the fixed subset, worst-case loss increase per ball and radius, top Hessian eigenvalue,
+Hessian trace). Rows in the paper's minimizer order. Prints the table; --out also writes it.
+"""
+import argparse
+import sys
+
+import pandas as pd
+
+from scripts.common import UserError, minimizer_order, write_atomic
+
+
+def cell(values):
+    values = pd.Series(values).dropna()
+    if values.empty:
+        return ""
+    if len(values) == 1:
+        return f"{values.iloc[0]:.3g}"
+    return f"{values.mean():.3g} ± {values.std():.2g}"
+
+
+def accuracy_cell(values):
+    values = pd.Series(values).dropna()
+    if values.empty:
+        return ""
+    return f"{values.mean():.2f} ± {values.std():.2f}" if len(values) > 1 else f"{values.mean():.2f}"
+
+
+def read(path, need):
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} ({exc})") from None
+    missing = [c for c in need if c not in frame.columns]
+    if missing:
+        raise UserError(f"{path} lacks the columns {', '.join(missing)}")
+    return frame
+
+
+def build_table(noisy=None, sharp=None):
+    frames = [f for f in (noisy, sharp) if f is not None]
+    labels = minimizer_order(sorted(set().union(*(set(f["label"]) for f in frames))))
+    header, rows = ["minimizer", "seeds"], {label: [] for label in labels}
+    for label in labels:
+        seeds = set().union(*(set(f[f["label"] == label]["seed"]) for f in frames))
+        rows[label].append(str(len(seeds)))
+    if noisy is not None:
+        for eta in sorted(noisy["eta"].unique()):
+            header.append("clean test acc (%)" if eta == 0 else f"acc, noise η={eta:g}")
+            for label in labels:
+                rows[label].append(accuracy_cell(noisy[(noisy["label"] == label) & (noisy["eta"] == eta)]["test_acc"]))
+    if sharp is not None:
+        names = {"loss": "subset loss", "top_eigenvalue": "top Hessian eigenvalue", "hessian_trace": "Hessian trace"}
+        keys = sharp[sharp["measure"] != "top_eigenvalue_last_change"][["measure", "ball", "radius"]]
+        for measure, ball, radius in keys.drop_duplicates().itertuples(index=False):
+            part = sharp[(sharp["measure"] == measure) & (sharp["ball"].fillna("") == ("" if pd.isna(ball) else ball))
+                         & (sharp["radius"] == radius)]
+            header.append(names.get(measure, f"worst-case Δloss {ball} r={radius:g}"))
+            for label in labels:
+                rows[label].append(cell(part[part["label"] == label]["value"]))
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join([label, *rows[label]]) + " |" for label in labels]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Markdown table of the noisy-weights and sharpness CSVs.")
+    parser.add_argument("--noisy", help="CSV of python -m scripts.noisy_weights")
+    parser.add_argument("--sharpness", help="CSV of python -m scripts.sharpness")
+    parser.add_argument("--out", help="also write the table to this file")
+    args = parser.parse_args(argv)
+    try:
+        if not args.noisy and not args.sharpness:
+            raise UserError("give --noisy and/or --sharpness")
+        noisy = read(args.noisy, ["label", "seed", "eta", "test_acc"]) if args.noisy else None
+        sharp = read(args.sharpness, ["label", "seed", "measure", "ball", "radius", "value"]) if args.sharpness else None
+        table = build_table(noisy, sharp)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(table, end="")
+    if args.out:
+        write_atomic(args.out, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
