@@ -32,7 +32,7 @@ import torch
 import data
 import minimizers
 import models
-from training import distributed, records
+from training import distributed, records, resume
 from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_flags, argv_flags,
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_minimizer_hparams, HPARAM_FLAGS)
@@ -92,30 +92,6 @@ def default_run_dir(args):
     return os.path.join("runs", records.run_name(args.dataset, args.model, args.minimizer, hparams, args.seed))
 
 
-def restore_checkpoint(path, device, model, minimizer, scheduler):
-    """Restore state from checkpoint.pt; UsageError (file untouched) if it is unusable.
-    Returns (last epoch, metric rows, wall seconds so far)."""
-    try:
-        state = records.load_checkpoint(path, device)
-        model.load_state_dict(state["model"])
-        minimizer.load_state_dict(state["minimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if device.type == "cuda" and state["rng"].get("cuda"):
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
-        return int(state["epoch"]), [dict(row) for row in state["metrics"]], float(state["wall_seconds"])
-    except (records.RecordError, Exception) as exc:  # missing keys, shape mismatches: all mean "unusable"
-        reason = str(exc) if isinstance(exc, records.RecordError) else f"cannot resume from {path}: {records.one_line(exc)}"
-        raise UsageError(f"{reason} (the file is left as it is; use a new --out to start over)") from None
-
-
-def read_record(path, what):
-    try:
-        return records.read_json(path, what)
-    except records.RecordError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def run(argv):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -123,28 +99,13 @@ def run(argv):
 
     # ---- run directory: refuse to overwrite a finished run; on --resume take its saved settings
     out = args.out
-    saved_config = None
     if out is None:
         probe = argparse.Namespace(**vars(args))
         resolve_minimizer_hparams(probe)
         out = default_run_dir(probe)
-    summary_path, config_path = os.path.join(out, records.SUMMARY_FILE), os.path.join(out, records.CONFIG_FILE)
-    checkpoint_path = os.path.join(out, records.CHECKPOINT_FILE)
-    if os.path.exists(summary_path):
-        if not args.resume:
-            status = read_record(summary_path, "run summary").get("status")
-            raise UsageError(f"{out} already holds a run (status {status}); pass --resume to continue it "
-                             f"or choose another --out")
-        saved_config = read_record(config_path, "run config")
-        flags = {key: value for key, value in saved_config.items()
-                 if key not in RECORD_KEYS and key not in RESUME_MAY_CHANGE - {"epochs", "data_dir", "compile"}}
-        # argparse only fills in defaults for attributes the namespace lacks, so this gives the saved
-        # settings overridden by whatever was typed now.
-        typed_hparams = args.hparam
-        flags["hparam"] = list(flags.get("hparam") or [])
-        args = parser.parse_args(argv, namespace=argparse.Namespace(**flags))
-        # --hparam appends: typed entries replace the saved list instead of being added to it.
-        args.hparam = typed_hparams or flags["hparam"]
+    summary_path, config_path, checkpoint_path = resume.run_paths(out)
+    args, saved_config = resume.saved_settings(parser, argv, args, out, RECORD_KEYS,
+                                               RESUME_MAY_CHANGE - {"epochs", "data_dir", "compile"})
     args.out = out
 
     minimizer_hparams, ignored_flags = resolve_minimizer_hparams(args)
@@ -157,14 +118,8 @@ def run(argv):
     if args.channels_last is None:  # a memory format changes speed, not the model: default to the faster one
         args.channels_last = device.type == "cpu" or (device.type == "cuda" and args.precision == "bf16")
     if saved_config is not None:
-        changed = [key for key, value in saved_config.items()
-                   if key not in RECORD_KEYS and key not in RESUME_MAY_CHANGE and getattr(args, key, value) != value]
-        if changed:
-            key = changed[0]
-            raise UsageError(f"--{key} {getattr(args, key)} differs from the run's {saved_config[key]}; a resumed run "
-                             f"keeps its settings (only {', '.join(sorted(RESUME_MAY_CHANGE - {'out', 'resume'}))} "
-                             f"may change)")
-        summary = read_record(summary_path, "run summary")
+        resume.check_unchanged(args, saved_config, RECORD_KEYS, RESUME_MAY_CHANGE)
+        summary = resume.read_record(summary_path, "run summary")
         if summary.get("status") == records.STATUS_COMPLETED and summary.get("epochs_completed") == args.epochs:
             print(f"{out}: run already completed ({args.epochs} epochs); nothing to do")
             return EXIT_COMPLETED
@@ -220,7 +175,7 @@ def run(argv):
     # ---- resume: everything is restored before anything is written
     start_epoch, rows, wall_before = 1, [], 0.0
     if args.resume and os.path.exists(checkpoint_path):
-        last_epoch, rows, wall_before = restore_checkpoint(checkpoint_path, device, model, minimizer, scheduler)
+        last_epoch, rows, wall_before = resume.restore_checkpoint(checkpoint_path, device, model, minimizer, scheduler)
         if last_epoch > args.epochs:
             raise UsageError(f"--epochs {args.epochs} is less than the {last_epoch} epochs the run has done")
         start_epoch = last_epoch + 1

@@ -37,8 +37,7 @@ import torch
 import data
 import minimizers
 import models
-from example_cifar import read_record, restore_checkpoint
-from training import continual, records
+from training import continual, records, resume
 from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_flags, argv_flags,
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_device, resolve_minimizer_hparams, HPARAM_FLAGS)
@@ -131,28 +130,15 @@ def run(argv):
 
     # ---- run directory: refuse to overwrite a finished run; on --resume take its saved settings
     out = args.out
-    saved_config = None
     if out is None:
         probe = argparse.Namespace(**vars(args))
         resolve_minimizer_hparams(probe)
         hparams = {key: getattr(probe, key) for key in HPARAM_FLAGS}
         out = os.path.join("runs", "continual", records.run_name(args.benchmark, args.model, args.minimizer,
                                                                   hparams, args.seed))
-    summary_path, config_path = os.path.join(out, records.SUMMARY_FILE), os.path.join(out, records.CONFIG_FILE)
-    checkpoint_path = os.path.join(out, records.CHECKPOINT_FILE)
-    if os.path.exists(summary_path):
-        if not args.resume:
-            status = read_record(summary_path, "run summary").get("status")
-            raise UsageError(f"{out} already holds a run (status {status}); pass --resume to continue it "
-                             f"or choose another --out")
-        saved_config = read_record(config_path, "run config")
-        flags = {key: value for key, value in saved_config.items()
-                 if key not in RECORD_KEYS and key not in RESUME_MAY_CHANGE - {"data_dir", "compile"}}
-        typed_hparams = args.hparam
-        flags["hparam"] = list(flags.get("hparam") or [])
-        # argparse fills in defaults only for attributes the namespace lacks: saved settings + typed ones
-        args = parser.parse_args(argv, namespace=argparse.Namespace(**flags))
-        args.hparam = typed_hparams or flags["hparam"]
+    summary_path, config_path, checkpoint_path = resume.run_paths(out)
+    args, saved_config = resume.saved_settings(parser, argv, args, out, RECORD_KEYS,
+                                               RESUME_MAY_CHANGE - {"data_dir", "compile"})
     args.out = out
 
     task_classes = resolve_benchmark(args)
@@ -162,14 +148,8 @@ def run(argv):
         args.channels_last = device.type == "cpu" or (device.type == "cuda" and args.precision == "bf16")
     total_epochs = args.num_tasks * args.epochs_per_task
     if saved_config is not None:
-        changed = [key for key, value in saved_config.items()
-                   if key not in RECORD_KEYS and key not in RESUME_MAY_CHANGE and getattr(args, key, value) != value]
-        if changed:
-            key = changed[0]
-            raise UsageError(f"--{key} {getattr(args, key)} differs from the run's {saved_config[key]}; a resumed run "
-                             f"keeps its settings (only {', '.join(sorted(RESUME_MAY_CHANGE - {'out', 'resume'}))} "
-                             f"may change)")
-        summary = read_record(summary_path, "run summary")
+        resume.check_unchanged(args, saved_config, RECORD_KEYS, RESUME_MAY_CHANGE)
+        summary = resume.read_record(summary_path, "run summary")
         if summary.get("status") == records.STATUS_COMPLETED:
             print(f"{out}: run already completed ({total_epochs} epochs); nothing to do")
             return EXIT_COMPLETED
@@ -219,7 +199,7 @@ def run(argv):
     # ---- resume: everything is restored before anything is written
     start_epoch, rows, wall_before = 1, [], 0.0
     if args.resume and os.path.exists(checkpoint_path):
-        last_epoch, rows, wall_before = restore_checkpoint(checkpoint_path, device, model, minimizer, scheduler)
+        last_epoch, rows, wall_before = resume.restore_checkpoint(checkpoint_path, device, model, minimizer, scheduler)
         start_epoch = last_epoch + 1
         print(f"resuming {out} after epoch {last_epoch} (task {(last_epoch - 1) // args.epochs_per_task}, "
               f"epoch {(last_epoch - 1) % args.epochs_per_task + 1} of it)")
