@@ -9,14 +9,18 @@ One run = one model, one dataset, one minimizer. The run directory (--out) recei
     config.json    every resolved setting (under its flag name), versions, git commit, command
     metrics.csv    one row per epoch: epoch,lr,train_loss,train_acc,test_loss,test_acc,
                    epoch_seconds,images_per_second (accuracies in percent)
-    summary.json   status (running | completed | diverged), final/best test accuracy, wall time
+    summary.json   status (running | completed | diverged | interrupted | failed), final/best test accuracy, wall time
     checkpoint.pt  model + minimizer + scheduler state after the last finished epoch
     curves.png     learning curves, at the end
 torchrun --nproc_per_node=N example_cifar.py ... trains the run data-parallel on N GPUs (or CPU
 processes) at the same global --batch_size (training/distributed.py, README "One run on several GPUs").
 --resume continues the run in --out from checkpoint.pt; on CPU the continued run is bit-for-bit
 the uninterrupted one. Exit status: 0 completed, 2 usage or data error (one line on stderr
-starting with "error: "), 3 diverged (non-finite loss), anything else is a crash.
+starting with "error: ", also when another process is training --out), 3 diverged (non-finite
+loss), 4 a record could not be written (disk full: one line naming the file and the errno; the
+previous checkpoint is kept), 130 Ctrl-C, 143 SIGTERM/SIGUSR2 (Slurm preemption or time limit: the
+run stops at the end of the current training step, keeps the checkpoint of its last finished epoch,
+summary status "interrupted"; --resume continues); anything else is a crash.
 
 Training follows the authors' recipe: SGD(lr 0.1, momentum 0.9, weight decay 5e-4), batch 128,
 200 epochs, lr x0.1 at epochs 50/100/150, random crop with 4 px zero padding + horizontal flip.
@@ -24,6 +28,7 @@ Training follows the authors' recipe: SGD(lr 0.1, momentum 0.9, weight decay 5e-
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 
@@ -37,9 +42,10 @@ from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_f
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_minimizer_hparams, HPARAM_FLAGS)
 from training import trackers
-from training.loop import alpha_columns, evaluate, lr_schedule, train_one_epoch
+from training.loop import StopRequested, alpha_columns, evaluate, lr_schedule, stop_signals, train_one_epoch
 from training.plots import plot_curves
-from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE
+from training.records import (EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE,
+                              EXIT_WRITE_FAILED)
 
 # Settings a resumed run may change; every other one must stay what the run started with.
 RESUME_MAY_CHANGE = {"epochs", "device", "data_dir", "download", "out", "resume", "compile", "tensorboard", "wandb"}
@@ -92,7 +98,7 @@ def default_run_dir(args):
     return os.path.join("runs", records.run_name(args.dataset, args.model, args.minimizer, hparams, args.seed))
 
 
-def run(argv):
+def run(argv, claim):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -103,6 +109,11 @@ def run(argv):
         probe = argparse.Namespace(**vars(args))
         resolve_minimizer_hparams(probe)
         out = default_run_dir(probe)
+    try:
+        if distributed.processes_from_environment().is_main:  # under torchrun rank 0 owns the directory
+            claim.take(out)  # one process (group) per run directory, from here to the end
+    except (records.RunDirBusy, records.RecordError) as exc:
+        raise UsageError(str(exc)) from None
     summary_path, config_path, checkpoint_path = resume.run_paths(out)
     args, saved_config = resume.saved_settings(parser, argv, args, out, RECORD_KEYS,
                                                RESUME_MAY_CHANGE - {"epochs", "data_dir", "compile"})
@@ -186,11 +197,6 @@ def run(argv):
     # Only rank 0 writes records, once every process has read the run directory as it was.
     parallel.barrier()
     writes = parallel.is_main
-    if writes:
-        try:
-            os.makedirs(out, exist_ok=True)
-        except OSError as exc:
-            raise UsageError(f"cannot create the run directory {out}: {exc.strerror or exc}") from None
     config = {key: value for key, value in vars(args).items()}
     config["device"] = device.type
     config["world_size"] = parallel.world_size
@@ -224,6 +230,8 @@ def run(argv):
         tracking.close()
 
     for epoch in range(start_epoch, args.epochs + 1):
+        if parallel.world_size == 1:
+            stop_signals.check()  # a stop signal during the last evaluation: stop before the next epoch
         epoch_start = time.perf_counter()
         lr = minimizer.param_groups[0]["lr"]
         train_loss, train_acc, train_seconds, finite = train_one_epoch(
@@ -266,19 +274,36 @@ def run(argv):
 
 
 def main(argv=None):
+    claim = records.RunDirClaim()
+    stop_signals.install()
     try:
-        return run(argv)
+        return run(argv, claim)
     except (UsageError, data.DataError) as exc:
+        claim.abandon_if_unused()
         message = " ".join(str(exc).split())  # one line
         if distributed.processes_from_environment().is_main:  # under torchrun every rank has the same error
             print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    except StopRequested as stop:
+        # Raised at the end of a training step: the checkpoint of the last finished epoch is intact.
+        claim.mark_summary(records.STATUS_INTERRUPTED)
+        print(f"stopped by {stop} at the end of a training step; the checkpoint of the last finished epoch is "
+              f"intact; continue with --resume (same --out)", file=sys.stderr)
+        return EXIT_INTERRUPTED if stop.signum == signal.SIGINT else EXIT_TERMINATED
+    except records.WriteFailed as exc:
+        # atomic_write removed its temporary file; the previous version of the file is untouched.
+        claim.mark_summary(records.STATUS_FAILED)
+        print(f"error: {records.write_failure_text(exc)}; the previous checkpoint is kept; free space, then "
+              f"continue with --resume (same --out)", file=sys.stderr)
+        return EXIT_WRITE_FAILED
     except KeyboardInterrupt:
-        # The last checkpoint is intact (atomic writes) and the summary still says "running".
+        # A second Ctrl-C: the last checkpoint is intact (atomic writes), the summary still says "running".
         print("interrupted; continue with --resume (same --out)", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         distributed.close()
+        stop_signals.restore()
+        claim.release()
 
 
 if __name__ == "__main__":

@@ -88,7 +88,8 @@ def single_thread_in_process():
 
 def test_end_to_end_records(straight_run):
     out, result = straight_run
-    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "curves.png", "metrics.csv", "summary.json"]
+    assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "curves.png", "metrics.csv",
+                                       records.LOCK_FILE, "summary.json"]
     with open(os.path.join(out, "metrics.csv")) as f:
         assert f.readline().strip() == ",".join(records.METRIC_COLUMNS)
     rows = read_metrics(out)
@@ -168,6 +169,115 @@ def test_killed_run_resumes_to_the_same_result(straight_run, tmp_path):
     assert_same_weights(checkpoint(out), checkpoint(straight_run[0]))
 
 
+def start_run(*args):
+    return subprocess.Popen([sys.executable, os.path.join(REPO, "example_cifar.py"), *args], cwd=REPO,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path, process, seconds=240):
+    deadline = time.time() + seconds
+    while not os.path.exists(path) and time.time() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    assert os.path.exists(path), process.communicate()
+
+
+def test_sigterm_stops_at_a_step_and_resumes_to_the_same_result(straight_run, tmp_path):
+    """SIGTERM (Slurm's preemption/time-limit signal; SIGUSR2 is handled the same way) stops the run
+    at the end of the current training step: exit 143, summary "interrupted", the checkpoint of the
+    last finished epoch intact; --resume repeats the partial epoch and ends where an uninterrupted
+    run ends, bit for bit."""
+    out = str(tmp_path / "terminated")
+    process = start_run(*SMALL, *LOOKBEHIND, "--epochs", "2", "--out", out)
+    try:
+        # The summary is written once the data is loaded, before epoch 1: the signal lands in epoch 1's
+        # training (stop after that step, no checkpoint yet) or evaluation (stop before epoch 2).
+        wait_for(os.path.join(out, "summary.json"), process)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == records.EXIT_TERMINATED, stderr
+    assert "stopped by SIGTERM at the end of a training step" in stderr and "Traceback" not in stderr
+    summary = read_json(os.path.join(out, "summary.json"))
+    assert summary["status"] == records.STATUS_INTERRUPTED
+    done = summary["epochs_completed"]
+    assert done in (0, 1)
+    if done:
+        assert checkpoint(out)["epoch"] == len(read_metrics(out)) == 1
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+    resumed = run_cli("--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert ("resuming" in resumed.stdout) == bool(done)
+    assert without_timing(read_metrics(out)) == without_timing(read_metrics(straight_run[0]))
+    assert_same_weights(checkpoint(out), checkpoint(straight_run[0]))
+
+
+def test_one_process_per_run_directory(tmp_path):
+    """A second process on a run directory that one is training: one line, exit 2, the first run is
+    untouched and finishes; a killed holder leaves no stale lock."""
+    out = str(tmp_path / "busy")
+    first = start_run(*SMALL, "--minimizer", "SGD", "--epochs", "3", "--out", out)
+    try:
+        wait_for(os.path.join(out, "summary.json"), first)
+        assert records.run_dir_locked(out)
+        second = run_cli(*SMALL, "--minimizer", "SGD", "--epochs", "3", "--out", out, "--resume")
+        assert second.returncode == records.EXIT_USAGE
+        assert_one_error_line(second.stderr)
+        assert "is being trained by another process (pid" in second.stderr and str(first.pid) in second.stderr
+        assert first.wait(timeout=240) == 0
+    finally:
+        first.kill()
+    assert read_json(os.path.join(out, "summary.json"))["status"] == "completed"
+    assert len(read_metrics(out)) == 3 and not records.run_dir_locked(out)
+    # The lock dies with its process, however it ends: SIGKILL a holder, the directory is free.
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from training import records; "
+                               "claim = records.RunDirClaim().take(sys.argv[1]); print('locked', flush=True); "
+                               "time.sleep(300)", out], cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert records.run_dir_locked(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not records.run_dir_locked(out)
+    again = run_cli("--out", out, "--resume")
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1,000 KiB tmpfs: room for one resnet8 checkpoint (~620 KiB) and the small records, not for
+    the temporary copy the next atomic checkpoint write needs. Needs root (mount)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1000k", "tmpfs", str(mount_point)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {result.stderr.strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_disk_full_during_a_checkpoint_write(small_disk, tmp_path):
+    """A full disk while writing epoch 2's checkpoint: one line naming the file and the errno, exit 4,
+    no temporary file left, epoch 1's checkpoint kept (and usable), summary "failed"; with space
+    again --resume continues from epoch 1."""
+    out = str(small_disk / "run")
+    result = run_cli(*SMALL, "--minimizer", "SGD", "--epochs", "2", "--out", out)
+    assert result.returncode == records.EXIT_WRITE_FAILED, result.stderr
+    assert_one_error_line(result.stderr)
+    assert f"cannot write {os.path.join(out, 'checkpoint.pt')}: [Errno 28]" in result.stderr
+    assert "ENOSPC" in result.stderr and "previous checkpoint is kept" in result.stderr
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+    assert checkpoint(out)["epoch"] == 1
+    assert read_json(os.path.join(out, "summary.json"))["status"] == records.STATUS_FAILED
+    moved = str(tmp_path / "moved")
+    shutil.copytree(out, moved)
+    resumed = run_cli("--out", moved, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout and checkpoint(moved)["epoch"] == 2
+
+
 def test_divergence_stops_cleanly_with_exit_3(tmp_path):
     out = str(tmp_path / "diverged")
     result = run_cli(*SMALL, "--minimizer", "SGD", "--lr", "1e6", "--epochs", "2", "--out", out)
@@ -190,12 +300,16 @@ def test_corrupted_checkpoint_on_resume_loses_nothing(straight_run, tmp_path):
     garbage = b"this is not a checkpoint" * 100
     with open(os.path.join(out, "checkpoint.pt"), "wb") as f:
         f.write(garbage)
-    before = {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)}
+    def records_in(out):  # the lock file only says which process held the directory last
+        return {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)
+                if name != records.LOCK_FILE}
+
+    before = records_in(out)
     result = run_cli("--out", out, "--resume", "--epochs", "3")
     assert result.returncode == 2
     assert_one_error_line(result.stderr)
     assert "checkpoint.pt" in result.stderr
-    assert {name: open(os.path.join(out, name), "rb").read() for name in os.listdir(out)} == before
+    assert records_in(out) == before
 
 
 def call_main(capsys, *argv):

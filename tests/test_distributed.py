@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import data
 import minimizers
-from training import distributed
+from training import distributed, records
 from training.cli import UsageError
 from training.loop import evaluate, train_one_epoch
 
@@ -279,7 +279,8 @@ def test_torchrun_end_to_end_records_and_resume(tmp_path):
     # rank 0 alone prints (and writes): one header line, one epoch line
     assert first.stdout.count("x 2 processes (batch 16 each, global ascent gradient)") == 1
     assert first.stdout.count("epoch   1/1") == 1
-    assert sorted(os.listdir(resumed)) == ["checkpoint.pt", "config.json", "curves.png", "metrics.csv", "summary.json"]
+    assert sorted(os.listdir(resumed)) == ["checkpoint.pt", "config.json", "curves.png", "metrics.csv",
+                                           records.LOCK_FILE, "summary.json"]
     with open(os.path.join(resumed, "summary.json")) as f:
         assert json.load(f)["status"] == "completed"
     with open(os.path.join(resumed, "config.json")) as f:

@@ -6,6 +6,7 @@ read every LOG_EVERY batches (and at the end), which is also where a non-finite 
 """
 import bisect
 import math
+import signal
 import time
 
 import torch
@@ -19,6 +20,52 @@ from .distributed import SINGLE_PROCESS
 
 LOG_EVERY = 20          # batches between reads of the loss (the only host syncs while training)
 EVAL_BATCH_SIZE = 512   # evaluation batch size only changes speed, not results
+
+
+class StopRequested(Exception):
+    """A stop signal arrived; raised at the end of the training step that was running (the safe point:
+    the checkpoint of the last finished epoch is intact, the partial epoch is discarded and --resume
+    repeats it exactly)."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """SIGTERM and SIGUSR2 (what Slurm sends before a preemption or a time limit) and a first Ctrl-C
+    set a flag that train_one_epoch checks after every step (a data-parallel run: at the next log
+    point, every LOG_EVERY steps, where the ranks agree to stop together); a second Ctrl-C stops at once."""
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT)
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def install(self):
+        self.signum = None
+        for signum in self.SIGNALS:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if signum == signal.SIGINT and self.signum is not None:
+            raise KeyboardInterrupt
+        if self.signum is None:
+            self.signum = signum
+            hint = " (Ctrl-C again to stop now)" if signum == signal.SIGINT else ""
+            print(f"\n{signal.Signals(signum).name}: stopping at the end of this training step{hint}", flush=True)
+
+    def check(self):
+        if self.signum is not None:
+            raise StopRequested(self.signum)
+
+
+stop_signals = StopSignals()  # signals are per process: one flag per process
 
 
 def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, autocast, parallel=SINGLE_PROCESS):
@@ -67,12 +114,19 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, auto
             return loss.detach()
 
         loss = minimizer.step(closure)  # the clean-pass loss
+        if world_size == 1:
+            stop_signals.check()  # a Python flag, not a host sync
         loss_sum += loss * targets.shape[0]
         correct += (clean_outputs[0].argmax(dim=1) == targets).sum()
         seen += batch_images
         if index % LOG_EVERY == 0 or index == num_batches:
-            totals = parallel.all_reduce_sum(torch.stack([loss_sum, correct.float()]))
-            loss_total, correct_total = totals.tolist()
+            # Data-parallel ranks stop together: whether any rank got a stop signal travels with the sums.
+            stop = torch.full((), float(world_size > 1 and stop_signals.signum is not None), device=device)
+            totals = parallel.all_reduce_sum(torch.stack([loss_sum, correct.float(), stop]))
+            loss_total, correct_total, stops = totals.tolist()
+            if stops:
+                bar.close()
+                raise StopRequested(stop_signals.signum or signal.SIGTERM)
             if not math.isfinite(loss_total):
                 bar.close()
                 return loss_total / seen, 100.0 * correct_total / seen, time.perf_counter() - start, False

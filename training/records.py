@@ -6,15 +6,21 @@ A run directory holds
     summary.json   status (one of STATUSES), final/best test accuracy, wall time, key settings
     checkpoint.pt  everything needed to continue the run after its last finished epoch
     curves.png     learning curves, at the end
+    run.lock       the OS lock (fcntl.flock) of the process training the run: one process per run
+                   directory; the kernel drops it when that process ends, however it ends
+    sweep_status.json  (runs started by scripts.sweep) the sweep's record of the last attempt
 
 Training scripts, the sweep runner, collect, the benchmark and the tests import names, file
 formats, statuses and exit codes from here; nothing else defines them.
 """
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
 import platform
+import socket
 import subprocess
 import tempfile
 
@@ -27,18 +33,48 @@ CURVES_FILE = "curves.png"
 # continual-learning runs (example_continual.py) add
 ACCURACY_MATRIX_FILE = "accuracy_matrix.csv"  # R[i, j] = test acc (%) on task j after tasks 0..i
 CONTINUAL_FIGURE_FILE = "continual.png"       # heatmap of R + accuracy on each task over the sequence
+LOCK_FILE = "run.lock"
+SWEEP_RECORD_FILE = "sweep_status.json"   # per run, written by scripts.sweep
+SWEEP_FILE = "sweep.json"                 # per sweep directory: which grid its runs belong to
+RUN_LOG_FILE = "train.log"                # per run started by scripts.sweep: stdout+stderr of every attempt
 
 # ---- exit codes of a training run (documented in the README)
 EXIT_COMPLETED = 0
-EXIT_USAGE = 2        # bad flags, missing data, unusable run directory: one line on stderr
+EXIT_USAGE = 2        # bad flags, missing data, unusable or busy run directory: one line on stderr
 EXIT_DIVERGED = 3     # a non-finite loss: the run stopped cleanly, summary status "diverged"
+EXIT_WRITE_FAILED = 4  # a record could not be written (disk full, quota, I/O error): one line naming
+                       # the file and the errno; the temporary file is removed, the previous checkpoint kept
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): the last checkpoint is intact; --resume continues
+EXIT_TERMINATED = 143   # SIGTERM or SIGUSR2 (Slurm preemption / time limit): stopped at the end of the
+                        # current training step, the last epoch's checkpoint intact; --resume continues
 
-# ---- statuses in summary.json (written by the training script itself)
-STATUS_RUNNING = "running"
+# ---- statuses. summary.json's (written by the training script itself):
+STATUS_RUNNING = "running"          # being trained (or killed without a chance to say so: see resolve_status)
 STATUS_COMPLETED = "completed"
-STATUS_DIVERGED = "diverged"
-STATUSES = (STATUS_RUNNING, STATUS_COMPLETED, STATUS_DIVERGED)
+STATUS_DIVERGED = "diverged"        # a non-finite loss; a result, not a failure
+STATUS_INTERRUPTED = "interrupted"  # stopped by a signal at a safe point; --resume continues it
+STATUS_FAILED = "failed"            # stopped by an error writing its records (EXIT_WRITE_FAILED)
+STATUSES = (STATUS_RUNNING, STATUS_COMPLETED, STATUS_DIVERGED, STATUS_INTERRUPTED, STATUS_FAILED)
+# ... and the further ones of the sweep's record and of collect:
+STATUS_CRASHED = "crashed"                  # any other non-zero exit (a traceback, killed by SIGKILL/OOM)
+STATUS_RUNNING_ELSEWHERE = "running elsewhere"  # another process holds the run directory's lock
+STATUS_INCOMPLETE = "incomplete"            # records without a status (nothing says what happened)
+STATUS_INVALID = "invalid"                  # unreadable records
+FINISHED_STATUSES = (STATUS_COMPLETED, STATUS_DIVERGED)  # what a sweep does not run again by default
+
+# What the sweep records for each exit code of a training run; anything else is STATUS_CRASHED.
+STATUS_OF_EXIT = {
+    EXIT_COMPLETED: STATUS_COMPLETED,
+    EXIT_DIVERGED: STATUS_DIVERGED,
+    EXIT_WRITE_FAILED: STATUS_FAILED,
+    EXIT_USAGE: STATUS_FAILED,
+    EXIT_INTERRUPTED: STATUS_INTERRUPTED,
+    EXIT_TERMINATED: STATUS_INTERRUPTED,
+}
+
+
+def status_of_exit(code):
+    return STATUS_OF_EXIT.get(code, STATUS_CRASHED)
 
 # Adaptive alpha (Lookbehind with alpha = -1): mean/min/max over the epoch's slow-weight updates of
 # the per-tensor alphas; empty for every other run.
@@ -85,6 +121,14 @@ class RecordError(Exception):
     """A record that cannot be read (missing, corrupt): reported as one line."""
 
 
+class WriteFailed(OSError):
+    """A record could not be written (ENOSPC, EDQUOT, EIO, ...); .filename is the record's path."""
+
+
+class RunDirBusy(Exception):
+    """Another process holds the run directory's lock."""
+
+
 # ----------------------------------------------------------------------------------- writing
 
 def current_umask():
@@ -104,7 +148,10 @@ def atomic_write(path, payload):
     if isinstance(payload, str):
         payload = payload.encode("utf-8")
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise WriteFailed(exc.errno, exc.strerror, path) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
@@ -112,12 +159,21 @@ def atomic_write(path, payload):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and not isinstance(exc, WriteFailed):
+            # f.write's OSError names no file: name the record it was for
+            raise WriteFailed(exc.errno, exc.strerror, path) from exc
         raise
+
+
+def write_failure_text(exc):
+    """'cannot write <file>: [Errno 28] No space left on device (ENOSPC)' for a WriteFailed."""
+    code = errno.errorcode.get(exc.errno, "?") if exc.errno is not None else "?"
+    return f"cannot write {exc.filename}: [Errno {exc.errno}] {exc.strerror} ({code})"
 
 
 def atomic_write_json(path, obj):
@@ -141,6 +197,91 @@ def save_checkpoint(path, state):
     buffer = io.BytesIO()
     torch.save({"format": CHECKPOINT_FORMAT, **state}, buffer)
     atomic_write(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------------- the lock
+
+class RunDirClaim:
+    """One process per run directory: take() locks run_dir/LOCK_FILE with fcntl.flock (exclusive,
+    non-blocking) until release(). The kernel drops the lock when the process ends in any way (even
+    SIGKILL), so a killed run never leaves a stale lock. On a shared file system the lock is as good
+    as its flock support (NFS: yes, emulated with POSIX locks; Lustre: mount with -o flock)."""
+
+    def __init__(self):
+        self.run_dir = None
+        self.created = False
+        self._handle = None
+
+    def take(self, run_dir):
+        """Create run_dir if needed and lock it; RunDirBusy if another process holds it, RecordError
+        if it cannot be created."""
+        self.created = not os.path.isdir(run_dir)
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            handle = open(os.path.join(run_dir, LOCK_FILE), "a+")
+        except OSError as exc:
+            raise RecordError(f"cannot create the run directory {run_dir}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock_holder_text(handle)
+            handle.close()
+            raise RunDirBusy(f"{run_dir} is being trained by another process{holder}; "
+                             f"one process per run directory") from None
+        self.run_dir, self._handle = run_dir, handle
+        # Who holds it, for the message a second process prints (informative: the flock is the lock).
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        return self
+
+    def mark_summary(self, status):
+        """Best effort: set summary.json's status (a run stopped by a signal or a write error). A
+        failure to write (the disk is still full) leaves the summary as it was."""
+        if self.run_dir is None:
+            return
+        path = os.path.join(self.run_dir, SUMMARY_FILE)
+        try:
+            summary = read_json(path)
+            if summary.get("status") == STATUS_RUNNING:
+                atomic_write_json(path, {**summary, "status": status})
+        except (RecordError, OSError):
+            pass
+
+    def abandon_if_unused(self):
+        """Remove a run directory this claim created and nothing was written to (a usage or data error)."""
+        if self.run_dir and self.created and os.listdir(self.run_dir) == [LOCK_FILE]:
+            os.unlink(os.path.join(self.run_dir, LOCK_FILE))
+            os.rmdir(self.run_dir)
+            self.created = False
+
+    def release(self):
+        if self._handle is not None:
+            self._handle.close()  # closing the file drops the flock
+            self._handle = None
+
+
+def lock_holder_text(handle):
+    handle.seek(0)
+    holder = handle.read().strip()
+    return f" ({holder})" if holder else ""
+
+
+def run_dir_locked(run_dir):
+    """Does some process hold run_dir's lock now? (Probes with a shared non-blocking flock.)"""
+    path = os.path.join(run_dir, LOCK_FILE)
+    try:
+        handle = open(path, "r")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
 
 
 # ----------------------------------------------------------------------------------- reading
@@ -189,6 +330,27 @@ def summary_record(status, config, rows, wall_seconds, extra=None):
     record.update({key: config.get(key) for key in ("dataset", "model", "minimizer", "rho", "k", "alpha", "seed")})
     record.update(extra or {})
     return record
+
+
+def resolve_status(summary_status, locked, sweep_status=None):
+    """The status of a run from what its records say (collect's and the sweep's one rule).
+
+    summary_status: summary.json's status (or None); locked: run_dir_locked(); sweep_status: the
+    sweep record's status of the last attempt (or None). A finished summary wins; then a held lock
+    means the run is being trained now; then the sweep's record of how the last attempt ended; then
+    the summary's own interrupted/failed; a summary still saying "running" with nobody holding the
+    lock was killed without a chance to record it (SIGKILL, OOM, power loss): crashed."""
+    if summary_status in FINISHED_STATUSES:
+        return summary_status
+    if locked:
+        return STATUS_RUNNING
+    if sweep_status in (STATUS_FAILED, STATUS_CRASHED, STATUS_INTERRUPTED, STATUS_DIVERGED):
+        return sweep_status
+    if summary_status in (STATUS_INTERRUPTED, STATUS_FAILED):
+        return summary_status
+    if summary_status == STATUS_RUNNING:
+        return STATUS_CRASHED
+    return STATUS_INCOMPLETE
 
 
 def run_name(dataset, model, minimizer, hparams, seed, keys=("rho", "k", "alpha")):
