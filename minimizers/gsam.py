@@ -32,7 +32,8 @@ reimplementation uses for ResNets (non-adaptive GSAM), which we read as the pape
 setting; not checked against the paper's table here.  The paper has no CIFAR setting for plain GSAM.
 The authors' CIFAR example (example/train.py) runs *adaptive* GSAM (``--adaptive`` defaults to True:
 e = rho_t w^2 g / (||w g|| + eps)) with alpha = 0.4 and rho_max = rho_min = 2.0, i.e. a constant rho
-under a cosine learning rate; adaptive GSAM is not registered here.  Sweep rho_max/alpha_g for CIFAR.
+under a cosine learning rate: ``adaptive_perturbation=True`` here (w^2 and |w| on every parameter, biases and
+BatchNorm included, no eta: theirs, unlike ASAM).  Sweep rho_max/alpha_g for non-adaptive CIFAR runs.
 
 The ascent rule ``GSAMAscent`` also plugs into ``Lookbehind`` (``Lookbehind_GSAM``): it sets
 ``needs_previous_gradient`` and provides ``descent_gradient(previous, grads)``, which Lookbehind
@@ -41,7 +42,7 @@ applies to every inner descent (previous = gradient at the point before that inn
 import torch
 
 from .base import global_norm, per_tensor_dots
-from .checks import check_number
+from .checks import check_bool, check_number
 from .sam import SAM, SAMAscent
 
 
@@ -93,7 +94,8 @@ class GSAMAscent(EpsAscent):
 
     needs_previous_gradient = True      # per instance: False when alpha_g = 0 (plain SAM descent)
 
-    def __init__(self, rho_max=0.04, rho_min=0.02, alpha_g=0.01, lr_max=None, lr_min=0.0, eps=GSAM_EPS):
+    def __init__(self, rho_max=0.04, rho_min=0.02, alpha_g=0.01, lr_max=None, lr_min=0.0, eps=GSAM_EPS,
+                 adaptive_perturbation=False):
         self.rho_max = check_number("rho_max", rho_max, low=0)
         self.rho_min = check_number("rho_min", rho_min, low=0)
         if self.rho_min > self.rho_max:
@@ -102,6 +104,17 @@ class GSAMAscent(EpsAscent):
         self.needs_previous_gradient = self.alpha_g != 0.0
         self.schedule = LRProportional(self.rho_max, self.rho_min, lr_max, lr_min)
         self.eps = check_number("eps", eps, low=0)      # rho is a property (the schedule): no super().__init__
+        self.adaptive_perturbation = check_bool("adaptive_perturbation", adaptive_perturbation)
+
+    def perturbation(self, names, params, grads, rho=None):
+        """rho_t g/(||g|| + eps); adaptive_perturbation: rho_t w^2 g/(|| |w| g || + eps) on every parameter (theirs)."""
+        if not self.adaptive_perturbation:
+            return super().perturbation(names, params, grads, rho)
+        scaled = torch._foreach_mul(grads, torch._foreach_abs(params))                  # |w| g
+        scale = (self.rho if rho is None else rho) / (global_norm(scaled) + self.eps)
+        eps = torch._foreach_mul(grads, scale)
+        torch._foreach_mul_(eps, torch._foreach_mul(params, params))                     # * w^2
+        return eps
 
     @property
     def rho(self):
@@ -134,7 +147,7 @@ class GSAM(SAM):
 
     def __init__(self, model, optimizer, ascent=None, bn_policy="clean", **ascent_hparams):
         """``ascent``: a GSAMAscent, or None to build one from ``ascent_hparams`` (rho_max, rho_min, alpha_g,
-        lr_max, lr_min, eps: GSAMAscent's keywords, whose signature holds their defaults)."""
+        lr_max, lr_min, eps, adaptive_perturbation: GSAMAscent's keywords, whose signature holds their defaults)."""
         if ascent is None:
             ascent = GSAMAscent(**ascent_hparams)
         elif ascent_hparams:

@@ -114,19 +114,25 @@ def sgd_opt(model):
 
 
 # ------------------------------------------------------------------------------------------- GSAM
-@pytest.mark.parametrize("bn_policy", ["clean", "every"])
-def test_gsam_matches_official_semantics(bn_policy):
-    """juntang-zhuang/GSAM gsam.py: perturb with rho_t/(||g|| + 1e-12), second pass with BatchNorm momentum
-    0 (the default policy), decompose with the cosine expression, unperturb by subtracting e, step."""
+@pytest.mark.parametrize("bn_policy,adaptive", [("clean", False), ("every", False), ("clean", True)])
+def test_gsam_matches_official_semantics(bn_policy, adaptive):
+    """juntang-zhuang/GSAM gsam.py: perturb with rho_t/(||g|| + 1e-12) (adaptive: rho_t w^2 g/(|| |w| g || +
+    1e-12)), second pass with BatchNorm momentum 0 (the default policy), decompose with the cosine
+    expression, unperturb by subtracting e, step."""
     rho_max, rho_min, alpha_g = 0.1, 0.02, 0.3
     model, ref, batches = make_model(), OfficialReference(), make_batches()
-    run(build("GSAM", model, rho_max=rho_max, rho_min=rho_min, alpha_g=alpha_g,
+    run(build("GSAM", model, rho_max=rho_max, rho_min=rho_min, alpha_g=alpha_g, adaptive_perturbation=adaptive,
               **({} if bn_policy == "clean" else {"bn_policy": bn_policy})), model, batches, schedule=True)
     for t, batch in enumerate(batches):
         ref.lr = lr_at(t)
         w = ref.weights
         g = ref.grad(w, batch)
-        e = ref.scaled(g, gsam_rho(rho_max, rho_min, ref.lr), 1e-12)
+        rho = gsam_rho(rho_max, rho_min, ref.lr)
+        if adaptive:
+            norm = ref.norm({n: w[n].abs() * g[n] for n in ref.names})
+            e = {n: g[n] * (rho / (norm + 1e-12)) * w[n] ** 2 for n in ref.names}
+        else:
+            e = ref.scaled(g, rho, 1e-12)
         perturbed = ref.add(w, e)
         gp = ref.grad(perturbed, batch, frozen=bn_policy == "clean")
         ref.weights = ref.sgd(ref.add(perturbed, e, -1.0), gsam_direction(ref, g, gp, alpha_g))
@@ -529,7 +535,8 @@ def test_bilateral_beta0_with_sam_epsilon_is_sam_exactly():
 
 # ------------------------------------------------------------------------------------ common checks
 VARIANTS = [
-    ("GSAM", {}), ("GSAM", {"alpha_g": 0.0}), ("SSAM_F", {"num_samples": 4, "mask_update_interval": 2}),
+    ("GSAM", {}), ("GSAM", {"alpha_g": 0.0}), ("GSAM", {"adaptive_perturbation": True}),
+    ("SSAM_F", {"num_samples": 4, "mask_update_interval": 2}),
     ("SSAM_F", {"num_samples": 9, "mask_update_interval": 3}),
     ("SSAM_D", {"mask_update_interval": 2, "T_end": 7}), ("SSAM_D", {"mask_update_interval": 1, "T_end": 7,
                                                                       "drop_criterion": "weight",
@@ -617,6 +624,7 @@ def test_registry_has_every_variant_with_every_hyperparameter():
     ("GSAM", {"alpha_g": -0.1}, "alpha_g"),
     ("GSAM", {"lr_min": -1.0}, "lr_min"),
     ("GSAM", {"rho": 0.05}, "does not take rho"),
+    ("GSAM", {"adaptive_perturbation": "yes"}, "adaptive_perturbation"),
     ("Lookbehind_GSAM", {"k": 0}, "k must"),
     ("SSAM_F", {"sparsity": 1.5}, "sparsity"),
     ("SSAM_F", {"num_samples": 0}, "num_samples"),
