@@ -8,7 +8,8 @@
 One run = one model, one dataset, one minimizer. The run directory (--out) receives
     config.json    every resolved setting (under its flag name), versions, git commit, command
     metrics.csv    one row per epoch: epoch,lr,train_loss,train_acc,test_loss,test_acc,
-                   epoch_seconds,images_per_second (accuracies in percent)
+                   epoch_seconds,images_per_second (accuracies in percent),
+                   alpha_mean,alpha_min,alpha_max (adaptive alpha per epoch; empty without --alpha -1)
     summary.json   status (running | completed | diverged | interrupted | failed), final/best test accuracy, wall time
     checkpoint.pt  model + minimizer + scheduler state after the last finished epoch
     curves.png     learning curves, at the end
