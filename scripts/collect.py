@@ -6,10 +6,10 @@
 (run from the repository root: the scripts share scripts/common.py).
 
 Every directory below the given roots that holds a config.json, summary.json or sweep_status.json
-(written by example_cifar.py and scripts/lib_sweep.sh) is one run.  Writes to --out (default
+(written by the training scripts and scripts.sweep) is one run.  Writes to --out (default
 results/<sweep>/, sweep = name of the first root):
 
-  runs.csv     one row per run: every setting from config.json, status (completed | diverged |
+  runs.csv     one row per run: every setting from config.json, status (completed | diverged | failed |
                crashed | interrupted | running | incomplete | invalid), exit_code, epochs_completed,
                final_test_acc, best_test_acc, best_epoch, final_train_loss, wall_seconds, run_dir, problem.
   grouped.csv  one row per setting (all settings but the seed): n_runs, n_completed, n_diverged,
@@ -20,26 +20,25 @@ results/<sweep>/, sweep = name of the first root):
                named like a metrics column is renamed config_<name>, e.g. config_lr), for the
                learning-curve figure.
 
-Status: summary.json's status wins ("completed", "diverged"); otherwise the sweep's record
-(sweep_status.json in the run dir, else status.tsv in the sweep dir): exit code 3 = diverged, any other
-non-zero = crashed, a record still saying "running" whose runner is gone = interrupted.  A run with no
-summary and no record is "incomplete".  A directory that cannot be read is reported and listed with
-status "invalid"; it never stops the collection.  Exit status 2 with one line if no run is found.
+Status: training.records.resolve_status, from summary.json, the run directory's lock (held = being
+trained now) and the sweep's record (sweep_status.json): see the status table in scripts/README.md.
+A directory that cannot be read is reported and listed with status "invalid"; it never stops the
+collection.  Every resolved minimizer hyperparameter (config.json's minimizer_hparams) is a column
+of runs.csv.  Exit status 2 with one line if no run is found.
 """
 import argparse
-import csv
 import json
 import math
 import os
-import socket
 import sys
 
 import pandas as pd
 
 from scripts.common import UserError, write_atomic
+from training import records
 from training.records import CONTINUAL_METRICS, METRIC_COLUMNS
 
-RUN_MARKERS = ("config.json", "summary.json", "sweep_status.json")
+RUN_MARKERS = (records.CONFIG_FILE, records.SUMMARY_FILE, records.SWEEP_RECORD_FILE)
 # config.json keys that are not settings of the experiment (they may differ between seeds/machines).
 NON_SETTING_KEYS = {
     "seed", "out", "run_dir", "data_dir", "device", "resume", "command", "git_commit", "versions",
@@ -78,43 +77,6 @@ def read_json(path):
     return data
 
 
-def read_status_tsv(sweep_dir, cache):
-    """Last record per run_name from <sweep_dir>/status.tsv (written by lib_sweep.sh)."""
-    if sweep_dir in cache:
-        return cache[sweep_dir]
-    records = {}
-    path = os.path.join(sweep_dir, "status.tsv")
-    if os.path.isfile(path):
-        try:
-            with open(path, newline="") as f:
-                for row in csv.DictReader(f, delimiter="\t"):
-                    if row.get("run_name"):
-                        records[row["run_name"]] = row
-        except (OSError, csv.Error):
-            pass
-    cache[sweep_dir] = records
-    return records
-
-
-def runner_alive(record):
-    """Is the sweep process that recorded 'running' still alive?  Only knowable on the same host:
-    elsewhere (shared file system) the run is taken to be running."""
-    host = record.get("host")
-    if host and host != socket.gethostname():
-        return True
-    try:
-        pid = int(record.get("runner_pid"))
-        os.kill(pid, 0)
-    except (OSError, ValueError, TypeError):
-        return False
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmdline = f.read()
-    except OSError:
-        return True
-    return b"bash" in cmdline and b"sweep" in cmdline  # else the pid was reused by another process
-
-
 def to_int(x):
     try:
         return int(x)
@@ -139,7 +101,7 @@ def collect_run(run_dir, sweep, tsv_cache):
            "run_dir": os.path.abspath(run_dir)}
     problems = []
     config = summary = record = None
-    for name in ("config.json", "summary.json", "sweep_status.json"):
+    for name in RUN_MARKERS:
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
             try:
@@ -147,19 +109,12 @@ def collect_run(run_dir, sweep, tsv_cache):
             except (OSError, ValueError) as e:
                 problems.append(f"unreadable {name}: {e}")
                 continue
-            if name == "config.json":
+            if name == records.CONFIG_FILE:
                 config = data
-            elif name == "summary.json":
+            elif name == records.SUMMARY_FILE:
                 summary = data
             else:
                 record = data
-    if record is None:
-        tsv = read_status_tsv(os.path.dirname(os.path.abspath(run_dir)), tsv_cache)
-        if row["run_name"] in tsv:
-            t = tsv[row["run_name"]]
-            record = {"status": t.get("status"), "exit_code": to_int(t.get("exit_code")),
-                      "wall_seconds": t.get("seconds")}
-
     if config is not None:
         for key, value in config.items():
             if key in ("sweep", "run_name", "run_dir") or key in NON_SETTING_KEYS and not scalar(value):
@@ -168,6 +123,11 @@ def collect_run(run_dir, sweep, tsv_cache):
                 row[key] = value
             elif isinstance(value, list) and all(scalar(v) for v in value):
                 row[key] = json.dumps(value)  # e.g. milestones: a setting, kept as "[50, 100, 150]"
+        # Every resolved minimizer hyperparameter is a column (GSAM's rho_max, SSAM's sparsity, ...);
+        # one named like another setting with another value (SSAM-D's seed) becomes minimizer_<name>.
+        for key, value in (config.get("minimizer_hparams") or {}).items():
+            if scalar(value):
+                row[key if row.get(key, value) == value else f"minimizer_{key}"] = value
     elif summary is not None:
         problems.append("no config.json (settings taken from summary.json)")
     else:
@@ -200,29 +160,15 @@ def collect_run(run_dir, sweep, tsv_cache):
         if row.get("final_train_loss") is None and "train_loss" in metrics.columns:
             row["final_train_loss"] = float(pd.to_numeric(metrics["train_loss"], errors="coerce").iloc[-1])
 
-    # Status.
+    # Status: the records module's one rule (a held lock = being trained now).
     s_status = (summary or {}).get("status")
     r_status = (record or {}).get("status")
     exit_code = to_int((record or {}).get("exit_code"))
-    if s_status == "completed":
-        status = "completed"
-    elif s_status == "diverged" or exit_code == 3 or r_status == "diverged":
-        status = "diverged"
-    elif r_status == "running":
-        status = "running" if runner_alive(record) else "interrupted"
-    elif r_status in ("crashed", "interrupted"):
-        status = r_status
-    elif exit_code is not None and exit_code != 0:
-        status = "crashed"
-    elif r_status == "completed":  # the sweep saw exit 0 but no completed summary is there now
-        status = "crashed"
+    status = records.resolve_status(s_status, records.run_dir_locked(run_dir), r_status)
+    if status == records.STATUS_INCOMPLETE and config is None and summary is None:
+        status = records.STATUS_INVALID
+    if r_status == records.STATUS_COMPLETED and s_status != records.STATUS_COMPLETED:
         problems.append("exit 0 recorded but summary.json is not 'completed'")
-    elif s_status == "running":
-        status = "incomplete"  # the trainer's own summary says running and no sweep record: unknown
-    elif config is None and summary is None:
-        status = "invalid"
-    else:
-        status = "incomplete"
     row["status"] = status
     row["exit_code"] = exit_code
     if row.get("wall_seconds") is None and record is not None:

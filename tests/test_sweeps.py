@@ -2,10 +2,10 @@
 
 1. collect / tables / figures on synthetic run directories with known numbers (incl. a diverged and a
    crashed run): exact means, stds, n, status, bold cells, figures written.
-2. The bash job queue (scripts/lib_sweep.sh via the real sweep scripts) driven with a stand-in trainer
-   (tests/fixtures/fake_trainer.py): skipping finished runs, diverged/crashed runs recorded and not
-   stopping the sweep, several workers, DRY_RUN, any cwd.
-3. The same end to end with the real example_cifar.py (CIFAR10_sample, resnet20, 1 epoch).
+2. The sweep runner (scripts.sweep, local executor) with the real example_cifar.py on tiny settings
+   (resnet8, 64 images, 1 epoch): dry run, records, skipping finished runs, a run held by another
+   process, failed and diverged runs, collect, bad input; the grids' hyperparameter dropping; the
+   bash wrappers. The Slurm executor: tests/test_slurm.py (a real single-node Slurm).
 """
 import json
 import math
@@ -19,9 +19,9 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(REPO, "scripts")
-FAKE = os.path.join(REPO, "tests", "fixtures", "fake_trainer.py")
 
-from scripts import collect, figures, tables  # noqa: E402  (scripts/ is a namespace package)
+from scripts import collect, figures, sweep, tables  # noqa: E402  (scripts/ is a namespace package)
+from training import records  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------ synthetic runs
@@ -140,28 +140,31 @@ def test_collect_single_seed_std_empty_and_errors(tmp_path, capsys):
     empty.mkdir()
     assert collect.main([str(empty), "--out", str(out)]) == 2
     assert "no run directories" in capsys.readouterr().err
-    # running: record says running and its runner is alive; interrupted: runner gone
-    live = subprocess.Popen(["bash", "-c", "sleep 30; true # sweep"])  # looks like a sweep process
+    # running: a process holds the run directory's lock; the records say running but nobody holds the
+    # lock: the process died without recording it (crashed); stopped by a signal: interrupted.
     make_run(str(root), "live", minimizer="SAM", seed=1, test_accs=[50], summary=False,
-             sweep_status={"status": "running", "exit_code": None, "runner_pid": live.pid})
-    make_run(str(root), "other_host", minimizer="SAM", seed=3, test_accs=[50], summary=False,
-             sweep_status={"status": "running", "exit_code": None, "runner_pid": 1, "host": "elsewhere-x"})
-    make_run(str(root), "pid_reused", minimizer="SAM", seed=4, test_accs=[50], summary=False,
-             sweep_status={"status": "running", "exit_code": None, "runner_pid": os.getpid()})
+             sweep_status={"status": "running", "exit_code": None})
     make_run(str(root), "dead", minimizer="SAM", seed=2, test_accs=[50], summary=False,
-             sweep_status={"status": "running", "exit_code": None, "runner_pid": 2 ** 22 + 12345})
+             sweep_status={"status": "running", "exit_code": None})
+    make_run(str(root), "stopped", minimizer="SAM", seed=3, test_accs=[50], summary=False,
+             sweep_status={"status": "interrupted", "exit_code": 143})
+    make_run(str(root), "failed", minimizer="SAM", seed=4, test_accs=[50], status="failed")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from training import records; "
+                               "claim = records.RunDirClaim().take(sys.argv[1]); print('locked', flush=True); "
+                               "time.sleep(300)", str(root / "live")], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
+        assert holder.stdout.readline().strip() == "locked"
         runs, grouped, _ = collect.collect([str(root)], "one", str(out), quiet=True)
     finally:
-        live.kill()
-        live.wait()
+        holder.kill()
+        holder.wait()
     st = dict(zip(runs["run_name"], runs["status"]))
-    assert st == {"x": "completed", "live": "running", "dead": "interrupted", "other_host": "running",
-                  "pid_reused": "interrupted"}
+    assert st == {"x": "completed", "live": "running", "dead": "crashed", "stopped": "interrupted",
+                  "failed": "failed"}
     g = grouped.iloc[0]
-    assert (g["n_runs"], g["n_completed"], g["n_running"], g["n_failed"]) == (5, 1, 2, 2)
+    assert (g["n_runs"], g["n_completed"], g["n_running"], g["n_failed"]) == (5, 1, 1, 3)
     assert tables.main([str(out), "--metric", "final"]) == 0
-    assert "**60.00 ± –** (1) [2 failed, 2 running]" in (out / "table_final.md").read_text()
+    assert "**60.00 ± –** (1) [3 failed, 1 running]" in (out / "table_final.md").read_text()
 
 
 def test_tables(synthetic, tmp_path, capsys):
@@ -267,182 +270,113 @@ def test_written_files_are_not_owner_only(synthetic, tmp_path):
     assert not [p for p in out.rglob(".*.tmp")]
 
 
-# ------------------------------------------------------------------------------------ bash job queue
-def sweep(script, tmp_path, env_extra, args=(), cwd=None, timeout=120):
-    # The thread split the queue applies depends on OMP_NUM_THREADS: start from the same place everywhere.
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    env.update({"RUNS_ROOT": str(tmp_path / "runs"), "RESULTS_ROOT": str(tmp_path / "results"),
-                "PYTHON": sys.executable})
-    env.update(env_extra)
-    return subprocess.run(["bash", os.path.join(SCRIPTS, script), *args], cwd=cwd or str(tmp_path), env=env,
-                          capture_output=True, text=True, timeout=timeout)
+# ------------------------------------------------------------------------------------ the sweep runner
+TINY = ["--", "--train_subset", "64", "--batch_size", "32", "--device", "cpu"]
 
 
-def test_queue_with_stand_in_trainer(tmp_path):
-    env = {"TRAIN_SCRIPT": FAKE, "SWEEP_NAME": "ka", "DATASETS": "CIFAR10_sample", "MODELS": "resnet20",
-           "MINIMIZERS": "Lookbehind_SAM", "K_VALUES": "1 2", "ALPHAS": "0.5 -1", "SEEDS": "0",
-           "EPOCHS": "2", "DEVICES": "cpu cpu", "BASELINES": ""}
-    # DRY_RUN prints the commands, writes nothing
-    p = sweep("sweep_kalpha.sh", tmp_path, {**env, "DRY_RUN": "1"}, ["--", "--train_subset", "64"])
-    assert p.returncode == 0, p.stderr
-    cmds = [ln for ln in p.stdout.splitlines() if "fake_trainer.py" in ln]
-    assert len(cmds) == 4 and all("--train_subset 64" in c and "--device cpu" in c for c in cmds)
-    assert "--k 1 --alpha 0.5" in cmds[0] and "OMP_NUM_THREADS=" in cmds[0]
-    assert not (tmp_path / "runs").exists()
+def run_sweep(capsys, *argv):
+    code = sweep.main(list(argv))
+    return code, capsys.readouterr()
 
-    p = sweep("sweep_kalpha.sh", tmp_path, env, ["--", "--train_subset", "64"])
-    assert p.returncode == 0, p.stdout + p.stderr
-    sweep_dir = tmp_path / "runs" / "ka"
-    names = sorted(d.name for d in sweep_dir.iterdir() if d.is_dir())
-    assert names == ["CIFAR10_sample_resnet20_Lookbehind_SAM_k1_a-1_rho0.05_s0",
-                     "CIFAR10_sample_resnet20_Lookbehind_SAM_k1_a0.5_rho0.05_s0",
-                     "CIFAR10_sample_resnet20_Lookbehind_SAM_k2_a-1_rho0.05_s0",
-                     "CIFAR10_sample_resnet20_Lookbehind_SAM_k2_a0.5_rho0.05_s0"]
-    log = (sweep_dir / names[0] / "train.log").read_text()
-    assert "training Lookbehind_SAM on cpu" in log and "OMP=1" in log and "--train_subset 64" in log
-    status = json.loads((sweep_dir / names[0] / "sweep_status.json").read_text())
-    assert status["status"] == "completed" and status["exit_code"] == 0
-    runs = pd.read_csv(tmp_path / "results" / "ka" / "runs.csv")  # collected at the end of the sweep
-    assert list(runs["status"]) == ["completed"] * 4 and set(runs["train_subset"]) == {64}
-    mtimes = {n: os.path.getmtime(sweep_dir / n / "summary.json") for n in names}
 
-    # a second invocation adds a diverging and a crashing run; finished ones are skipped
-    time.sleep(1.1)
-    p = sweep("sweep_kalpha.sh", tmp_path, {**env, "SEEDS": "0 1"}, ["--", "--train_subset", "64"])
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert p.stdout.count("SKIP ") == 4 and p.stdout.count("START ") == 4
-    assert {n: os.path.getmtime(sweep_dir / n / "summary.json") for n in names} == mtimes
-    gen_env = {**env, "SWEEP_NAME": "gen", "MINIMIZERS": "SAM Lookbehind_SAM", "SEEDS": "0", "DEVICES": "cpu"}
-    p = sweep("sweep_generalization.sh", tmp_path, gen_env, ["--", "--lr", "1e6"])
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert p.stdout.count("status=diverged exit=3") == 2
-    p2 = sweep("sweep_generalization.sh", tmp_path, {**gen_env, "SWEEP_NAME": "gen2", "MINIMIZERS": "SAM ASAM"},
-               ["--", "--crash"])
-    assert p2.returncode == 1  # crashes are reported in the exit status, after the whole sweep ran
-    assert p2.stdout.count("status=crashed exit=1") == 2 and "simulated crash" in p2.stdout
-    runs = pd.read_csv(tmp_path / "results" / "gen2" / "runs.csv")
-    assert list(runs["status"]) == ["crashed", "crashed"] and list(runs["exit_code"]) == [1, 1]
-    runs = pd.read_csv(tmp_path / "results" / "gen" / "runs.csv")
-    assert list(runs["status"]) == ["diverged", "diverged"]
-    tsv = pd.read_csv(tmp_path / "runs" / "gen" / "status.tsv", sep="\t")
-    assert list(tsv["exit_code"]) == [3, 3]
-    # rerunning skips the diverged runs unless RETRY_DIVERGED=1 (old attempt kept in .retired/)
-    p = sweep("sweep_generalization.sh", tmp_path, gen_env, ["--", "--lr", "1e6"])
-    assert p.stdout.count("SKIP ") == 2 and "START" not in p.stdout
-    p = sweep("sweep_generalization.sh", tmp_path, {**gen_env, "RETRY_DIVERGED": "1", "MINIMIZERS": "SAM"})
-    assert p.returncode == 0 and "RETIRE" in p.stdout
-    assert len(os.listdir(tmp_path / "runs" / "gen" / ".retired")) == 1
-    runs = pd.read_csv(tmp_path / "results" / "gen" / "runs.csv")
-    assert sorted(runs["status"]) == ["completed", "diverged"]  # .retired is not collected
+def test_sweep_end_to_end_with_the_real_trainer(tmp_path, capsys, monkeypatch):
+    """A 2 minimizers x 2 seeds generalization sweep (resnet8, 64 images, 1 epoch, 2 runs at a time) with
+    the real example_cifar.py: dry run, records, collect (every minimizer hyperparameter a column),
+    a second invocation that skips everything, a run another process holds, a failed run, a
+    diverged one, and bad input that changes nothing."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    roots = ["--runs-root", str(tmp_path / "runs"), "--results-root", str(tmp_path / "results")]
+    grid = ["generalization", "--datasets", "CIFAR10_sample", "--models", "resnet8", "--minimizers", "SAM",
+            "Lookbehind_SAM", "--seeds", "0", "1", "--epochs", "1", *roots]
+    code, out = run_sweep(capsys, *grid, "--dry-run", *TINY)
+    lines = out.out.splitlines()
+    assert code == 0 and len(lines) == 4 and all(line.startswith("RUN  ") for line in lines)
+    assert "--minimizer Lookbehind_SAM --seed 0 --epochs 1 --rho 0.05 --k 2 --alpha -1 --train_subset 64" in lines[2]
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
-    # from another cwd, relative RUNS_ROOT is taken relative to the caller's cwd; bad input -> exit 2
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    p = sweep("sweep_rho.sh", tmp_path, {**env, "RUNS_ROOT": "rel_runs", "MINIMIZERS": "SAM", "RHOS_SAM": "0.1",
-                                         "SWEEP_NAME": "r", "COLLECT": "0"}, cwd=str(elsewhere))
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert (elsewhere / "rel_runs" / "r" / "CIFAR10_sample_resnet20_SAM_rho0.1_s0" / "summary.json").exists()
-    p = sweep("sweep_rho.sh", tmp_path, {**env, "MINIMIZERS": "SGD"})
-    assert p.returncode == 2 and "has no rho" in p.stderr
-    p = sweep("sweep_rho.sh", tmp_path, env, ["bogus"])
-    assert p.returncode == 2 and "unexpected argument" in p.stderr
-    # minimizers outside the paper's SAM/ASAM family keep their own rho unless told; per-minimizer flags
-    p = sweep("sweep_generalization.sh", tmp_path, {**env, "DRY_RUN": "1", "MINIMIZERS": "GSAM SAMPa SSAM_F",
-                                                    "HPARAMS_GSAM": "--hparam rho_max=0.1", "RHO_SSAM_F": "0.2"})
-    cmds = {ln.split("--minimizer ")[1].split()[0]: ln for ln in p.stdout.splitlines() if "--minimizer" in ln}
-    assert "--rho" not in cmds["GSAM"] and "--hparam rho_max=0.1" in cmds["GSAM"] and "_GSAM_s0 " in cmds["GSAM"]
+    sweep_dir = tmp_path / "runs" / "generalization"
+    busy = sweep_dir / "CIFAR10_sample_resnet8_SAM_rho0.05_s1"
+    holder = records.RunDirClaim().take(str(busy))  # another process trains this one (here: this test)
+    try:
+        code, out = run_sweep(capsys, *grid, "--workers", "2", *TINY)
+    finally:
+        holder.release()
+    assert code == 0, out.out + out.err
+    assert "2 worker(s)" in out.out and "SKIP CIFAR10_sample_resnet8_SAM_rho0.05_s1 (running elsewhere)" in out.out
+    assert out.out.count("status=completed exit=0") == 3
+    done = sweep_dir / "CIFAR10_sample_resnet8_Lookbehind_SAM_rho0.05_k2_alpha-1_s0"
+    record = json.loads((done / records.SWEEP_RECORD_FILE).read_text())
+    assert record["status"] == "completed" and record["exit_code"] == 0 and "--resume" in record["command"]
+    assert "attempt started" in (done / records.RUN_LOG_FILE).read_text()
+    runs = pd.read_csv(tmp_path / "results" / "generalization" / "runs.csv")
+    assert list(runs["status"]) == ["completed"] * 3  # the busy directory holds no records yet
+    lb = runs[runs["minimizer"] == "Lookbehind_SAM"]
+    assert set(lb["passes"]) == {"shared"} and set(lb["bn_policy"]) == {"every"} and set(lb["alpha"]) == {-1}
+
+    # Again: the finished runs are skipped, the one that was busy is trained now.
+    mtimes = {p: os.path.getmtime(p) for p in sweep_dir.glob("*/summary.json")}
+    code, out = run_sweep(capsys, *grid, *TINY)
+    assert code == 0 and out.out.count("SKIP ") == 3 and out.out.count("START ") == 1
+    assert all(os.path.getmtime(p) == t for p, t in mtimes.items())
+
+    # A run that fails (the trainer refuses its flags: exit 2) is recorded as failed: sweep exit 1.
+    code, out = run_sweep(capsys, "rho", "--name", "bad", "--datasets", "CIFAR10_sample", "--models", "resnet8",
+                          "--minimizers", "SAM", "--rhos-sam", "0.1", "--seeds", "0", "--epochs", "1", *roots,
+                          "--", "--train_subset", "1")
+    assert code == 1 and "status=failed exit=2" in out.out and "train_subset" in out.out
+    # A diverging run is a result, not a failure; it is skipped next time unless --retry-diverged.
+    div = ["generalization", "--name", "div", "--datasets", "CIFAR10_sample", "--models", "resnet8",
+           "--minimizers", "SGD", "--seeds", "0", "--epochs", "1", *roots, *TINY, "--lr", "1e6"]
+    code, out = run_sweep(capsys, *div)
+    assert code == 0 and "status=diverged exit=3" in out.out
+    code, out = run_sweep(capsys, *div)
+    assert code == 0 and "SKIP CIFAR10_sample_resnet8_SGD_s0 (diverged)" in out.out
+    code, out = run_sweep(capsys, *div, "--dry-run")
+    assert "SKIP CIFAR10_sample_resnet8_SGD_s0 (diverged)" in out.out
+
+    # Bad input: one line, exit 2, nothing touched.
+    before = {p: os.path.getmtime(p) for p in (tmp_path / "runs").rglob("*")}
+    for argv, fragment in [
+        (["nope"], "invalid choice: 'nope'"),
+        ([*grid, "--executor", "pbs"], "invalid choice: 'pbs'"),
+        (["rho", "--name", "generalization", *roots], "holds the runs of the 'generalization' sweep"),
+        ([*grid, "--executor", "slurm", "--time", "25:99x"], "--time"),
+        ([*grid, "--executor", "slurm", "--mem", "12X"], "--mem"),
+        ([*grid, "--executor", "slurm", "--sbatch-arg", "not a key"], "--sbatch-arg"),
+        ([*grid, "--minimizers", "FOO"], "unknown minimizer"),
+        (["rho", "--minimizers", "SGD", *roots], "SGD has no rho"),
+        ([*grid, "--set", "SAM:rho_max=1"], "SAM has no hyperparameter 'rho_max'"),
+    ]:
+        code, out = run_sweep(capsys, *argv)
+        assert code == 2, (argv, out)
+        assert out.err.count("\n") == 1 and out.err.startswith("error: ") and fragment in out.err, out.err
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch here
+    code, out = run_sweep(capsys, *grid, "--executor", "slurm")
+    assert code == 2 and "sbatch is not on PATH" in out.err
+    assert {p: os.path.getmtime(p) for p in (tmp_path / "runs").rglob("*")} == before
+
+
+def test_grids_drop_what_a_minimizer_does_not_take(capsys):
+    """Hyperparameters come from minimizers.hparams(): k/alpha/rho only where the minimizer has them;
+    --set adds one minimizer's own; the paper's rho only for its SAM/ASAM family."""
+    code, out = run_sweep(capsys, "generalization", "--dry-run", "--datasets", "CIFAR10", "--models", "resnet20",
+                          "--seeds", "0", "--minimizers", "SGD", "GSAM", "SAMPa", "SSAM_F", "Lookahead_SGD",
+                          "--set", "GSAM:rho_max=0.1", "SSAM_F:rho=0.2", "--runs-root", "/nonexistent")
+    assert code == 0
+    cmds = {line.split("--minimizer ")[1].split()[0]: line for line in out.out.splitlines()}
+    assert "--rho" not in cmds["SGD"] and "--k" not in cmds["SGD"]
+    assert "--rho" not in cmds["GSAM"] and "--hparam rho_max=0.1" in cmds["GSAM"] and " CIFAR10_resnet20_GSAM_s0 " in cmds["GSAM"]
     assert "--rho" not in cmds["SAMPa"] and "--hparam" not in cmds["SAMPa"]
-    assert "--rho 0.2" in cmds["SSAM_F"] and "_SSAM_F_rho0.2_s0" in cmds["SSAM_F"]
-    p = sweep("sweep_rho.sh", tmp_path, {}, ["--help"])
-    assert p.returncode == 0 and "RHOS_SAM" in p.stdout
+    assert "--rho 0.2" in cmds["SSAM_F"] and "CIFAR10_resnet20_SSAM_F_rho0.2_s0" in cmds["SSAM_F"]
+    assert "--k 5 --alpha 0.5" in cmds["Lookahead_SGD"] and "--rho" not in cmds["Lookahead_SGD"]
+    code, out = run_sweep(capsys, "kalpha", "--dry-run", "--datasets", "CIFAR10", "--seeds", "0", "--runs-root", "/x")
+    assert code == 0 and len(out.out.splitlines()) == 2 * 3 * 4 + 2  # 2 Lookbehinds x 3 k x 4 alpha + SAM, ASAM
 
 
-def test_queue_spreads_over_devices(tmp_path):
-    """Two workers (cuda:0, cuda:1) each run one run at a time, and they run at the same time."""
-    env = {"TRAIN_SCRIPT": FAKE, "SWEEP_NAME": "par", "DATASETS": "CIFAR10", "MODELS": "resnet20",
-           "MINIMIZERS": "SAM", "SEEDS": "0 1 2 3", "EPOCHS": "1", "DEVICES": "cuda:0 cuda:1", "COLLECT": "0"}
-    p = sweep("sweep_generalization.sh", tmp_path, env, ["--", "--sleep", "1"])
-    assert p.returncode == 0, p.stdout + p.stderr
-    intervals = {}
-    for s in range(4):
-        log = open(os.path.join(tmp_path, "runs", "par", f"CIFAR10_resnet20_SAM_rho0.05_s{s}", "train.log")).read()
-        dev = "0" if "CUDA_VISIBLE_DEVICES=0" in log else "1" if "CUDA_VISIBLE_DEVICES=1" in log else None
-        assert dev is not None and "--device cuda" in log
-        t0 = float(log.split("t_start=")[1].split()[0])
-        t1 = float(log.split("t_end=")[1].split()[0])
-        intervals.setdefault(dev, []).append((t0, t1))
-    assert sorted(intervals) == ["0", "1"]  # both devices got work
-    for runs in intervals.values():  # one run per device at a time
-        runs.sort()
-        assert all(a[1] <= b[0] for a, b in zip(runs, runs[1:]))
-    overlap = any(a[0] < b[1] and b[0] < a[1] for a in intervals["0"] for b in intervals["1"])
-    assert overlap  # the devices ran in parallel
-    tsv = pd.read_csv(tmp_path / "runs" / "par" / "status.tsv", sep="\t")
-    assert sorted(tsv["device"].unique()) == ["cuda:0", "cuda:1"]
-
-
-# ------------------------------------------------------------------------------------ real end to end
-EXAMPLE = os.path.join(REPO, "example_cifar.py")
-
-
-@pytest.mark.skipif(not os.path.isfile(EXAMPLE), reason="example_cifar.py is not in the repository yet")
-def test_end_to_end_real_training(tmp_path):
-    """2 minimizers x 2 seeds, 1 epoch of resnet20 on 256 images of the offline CIFAR-10 sample, on CPU,
-    plus one run with lr 1e6 (diverges) started at the same time in the same sweep directory; then
-    collect, the table and a figure; then the sweep again: everything is skipped."""
-    fast = ["--", "--train_subset", "256", "--batch_size", "64"]
-    grid = {"SWEEP_NAME": "e2e", "DATASETS": "CIFAR10_sample", "MODELS": "resnet20",
-            "MINIMIZERS": "SAM Lookbehind_SAM", "SEEDS": "0 1", "EPOCHS": "1", "DEVICES": "cpu cpu",
-            "COLLECT": "0"}
-    env = dict(os.environ, RUNS_ROOT=str(tmp_path / "runs"), RESULTS_ROOT=str(tmp_path / "results"),
-               PYTHON=sys.executable, **{**grid, "MINIMIZERS": "SAM", "SEEDS": "7", "DEVICES": "cpu",
-                                          "OMP_NUM_THREADS": "1"})
-    diverging = subprocess.Popen(["bash", os.path.join(SCRIPTS, "sweep_generalization.sh"), *fast, "--lr", "1e6"],
-                                 env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 text=True)
-    p = sweep("sweep_generalization.sh", tmp_path, grid, fast, timeout=300)
-    div_out = diverging.communicate(timeout=300)[0]
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert diverging.returncode == 0, div_out  # a diverged run is not a failure of the sweep
-    assert "status=diverged exit=3" in div_out
-    assert p.stdout.count("status=completed exit=0") == 4
-
-    out = tmp_path / "results" / "e2e"
-    assert collect.main([str(tmp_path / "runs" / "e2e"), "--out", str(out)]) == 0
-    runs = pd.read_csv(out / "runs.csv")
-    assert len(runs) == 5
-    div = runs[runs["status"] == "diverged"]
-    assert len(div) == 1 and div.iloc[0]["lr"] == 1e6 and div.iloc[0]["exit_code"] == 3
-    assert div.iloc[0]["minimizer"] == "SAM" and div.iloc[0]["seed"] == 7
-    done = runs[runs["status"] == "completed"]
-    assert len(done) == 4 and set(done["seed"]) == {0, 1} and set(done["train_subset"]) == {256}
-    assert set(done["batch_size"]) == {64} and set(done["epochs"]) == {1} and set(done["dataset"]) == {"CIFAR10_sample"}
-    assert done["final_test_acc"].between(0, 100).all() and (done["wall_seconds"] > 0).all()
-    lb = done[done["minimizer"] == "Lookbehind_SAM"]
-    assert set(lb["k"]) == {2} and set(lb["alpha"]) == {-1}
-    g = pd.read_csv(out / "grouped.csv")
-    g_lb = g[g["minimizer"] == "Lookbehind_SAM"].iloc[0]
-    assert g_lb["final_test_acc_n"] == 2
-    assert g_lb["final_test_acc_mean"] == pytest.approx(lb["final_test_acc"].mean())
-    assert g_lb["final_test_acc_std"] == pytest.approx(lb["final_test_acc"].std(ddof=1), abs=1e-9)
-    assert g[(g["minimizer"] == "SAM") & (g["lr"] == 1e6)].iloc[0]["n_diverged"] == 1
-    curves = pd.read_csv(out / "curves.csv")
-    assert len(curves[curves["status"] == "completed"]) == 4
-
-    assert tables.main([str(out), "--metric", "final"]) == 2  # two SAM settings (lr 0.1 and 1e6)
-    assert tables.main([str(out), "--metric", "final", "--where", "lr=0.1"]) == 0
-    md = (out / "table_final.md").read_text()
-    row = [ln for ln in md.splitlines() if ln.startswith("| CIFAR-10 sample | ResNet-20 |")]
-    assert len(row) == 1 and row[0].count("(2)") == 2 and row[0].count("**") in (2, 4)
-    assert figures.main(["curves", str(out), "--where", "config_lr=0.1", "--formats", "png"]) == 0
-    _check_png(out / "figures" / "curves_CIFAR10_sample_resnet20.png", min_bytes=10000)
-
-    # Rerun: finished runs are skipped (no training started, summaries untouched).
-    summaries = sorted((tmp_path / "runs" / "e2e").glob("*/summary.json"))
-    mtimes = [os.path.getmtime(s) for s in summaries]
-    p = sweep("sweep_generalization.sh", tmp_path, grid, fast)
-    assert p.returncode == 0, p.stdout + p.stderr
-    assert p.stdout.count("SKIP ") == 4 and "START" not in p.stdout
-    assert [os.path.getmtime(s) for s in summaries] == mtimes
-    logs = list((tmp_path / "runs" / "e2e").glob("*/train.log"))
-    assert len(logs) == 5 and all(log.read_text().count("attempt started") == 1 for log in logs)
+def test_bash_wrappers_still_work(tmp_path):
+    result = subprocess.run(["bash", os.path.join(SCRIPTS, "sweep_kalpha.sh"), "--dry-run", "--datasets", "CIFAR10",
+                             "--seeds", "0", "--k-values", "2", "--alphas", "-1", "--minimizers", "Lookbehind_SAM",
+                             "--runs-root", str(tmp_path)], cwd=str(tmp_path), capture_output=True, text=True,
+                            env=dict(os.environ, PYTHON=sys.executable), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 2 and "--k 2 --alpha -1" in result.stdout

@@ -338,8 +338,9 @@ def resolve_status(summary_status, locked, sweep_status=None):
     summary_status: summary.json's status (or None); locked: run_dir_locked(); sweep_status: the
     sweep record's status of the last attempt (or None). A finished summary wins; then a held lock
     means the run is being trained now; then the sweep's record of how the last attempt ended; then
-    the summary's own interrupted/failed; a summary still saying "running" with nobody holding the
-    lock was killed without a chance to record it (SIGKILL, OOM, power loss): crashed."""
+    the summary's own interrupted/failed; a summary (or sweep record) still saying "running" with
+    nobody holding the lock was killed without a chance to record it (SIGKILL, OOM, power loss):
+    crashed. Nothing to go by (e.g. a Slurm run still queued): incomplete."""
     if summary_status in FINISHED_STATUSES:
         return summary_status
     if locked:
@@ -348,7 +349,7 @@ def resolve_status(summary_status, locked, sweep_status=None):
         return sweep_status
     if summary_status in (STATUS_INTERRUPTED, STATUS_FAILED):
         return summary_status
-    if summary_status == STATUS_RUNNING:
+    if STATUS_RUNNING in (summary_status, sweep_status):
         return STATUS_CRASHED
     return STATUS_INCOMPLETE
 

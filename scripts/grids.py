@@ -1,0 +1,218 @@
+"""The sweeps' grids as Python data: which runs a sweep has, each one training-script command.
+
+A grid is a name, its options (command-line flags of `python -m scripts.sweep <grid>`) and a
+function from those options to a list of Run. Add one with `register(Grid(...))`, from this
+module or any module that scripts.sweep imports (GRID_MODULES); a grid names the training script
+its runs use (Run.entry), which must take --out, --resume and --device.
+
+Minimizer hyperparameters a minimizer does not take are dropped using minimizers.hparams(), so a
+grid may offer k/alpha/rho to every minimizer. Run names come from training.records.run_name.
+"""
+from dataclasses import dataclass
+
+import data
+import minimizers
+from training import records
+from training.cli import HPARAM_FLAGS, UsageError, model_name
+
+# The paper's SAM/ASAM family: these get --rho-sam / --rho-asam; every other minimizer keeps its
+# library default unless a per-minimizer value is given (--set GSAM:rho_max=0.05).
+PAPER_FAMILY = ("SAM", "ASAM", "Multistep_SAM", "Multistep_ASAM", "Lookahead_SAM", "Lookahead_ASAM",
+                "Lookbehind_SAM", "Lookbehind_ASAM")
+PAPER_MINIMIZERS = ("SGD",) + PAPER_FAMILY[:2] + PAPER_FAMILY[2:]
+
+
+@dataclass(frozen=True)
+class Run:
+    name: str                       # the run directory's name inside the sweep directory
+    args: tuple                     # the training script's flags, without --out/--resume/--device
+    entry: str = "example_cifar.py"  # the training script, relative to the repository root
+
+
+@dataclass(frozen=True)
+class Option:
+    """One grid option: --<name with dashes>, parsed by `type`, a list if nargs is '+'."""
+    name: str
+    default: object
+    help: str
+    type: object = str
+    nargs: object = None
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str
+    options: tuple
+    build: object                   # function(options namespace) -> list of Run
+
+
+GRIDS = {}
+
+
+def register(grid):
+    GRIDS[grid.name] = grid
+    return grid
+
+
+# ------------------------------------------------------------------------- CIFAR grid helpers
+
+def number(text):
+    """A grid value as typed, checked to be a number (kept as text: the command gets what was typed)."""
+    float(text)
+    return text
+
+
+def hparam_setting(text):
+    """MINIMIZER:KEY=VALUE (one hyperparameter for one minimizer's runs)."""
+    target, sep, rest = text.partition(":")
+    key, eq, value = rest.partition("=")
+    if not sep or not eq or not key or not value:
+        raise ValueError(f"expected MINIMIZER:KEY=VALUE, got {text!r}")
+    return minimizers.canonical_name(target), key.strip(), value.strip()
+
+
+COMMON_OPTIONS = (
+    Option("datasets", ["CIFAR10", "CIFAR100"], "datasets (each with every --models entry)", nargs="+"),
+    Option("models", ["resnet34"], "models", nargs="+"),
+    Option("pairs", None, "DATASET:MODEL pairs instead of --datasets x --models", nargs="+"),
+    Option("seeds", ["0", "1", "2"], "seeds", type=int, nargs="+"),
+    Option("epochs", 200, "epochs of every run", type=int),
+    Option("rho_sam", "0.05", "rho of the SAM-type minimizers of the paper", type=number),
+    Option("rho_asam", "0.5", "rho of the ASAM-type minimizers of the paper", type=number),
+    Option("set", [], "MINIMIZER:KEY=VALUE: a hyperparameter for that minimizer's runs (repeatable), "
+                      "e.g. GSAM:rho_max=0.05 or SSAM_F:rho=0.2", type=hparam_setting, nargs="+"),
+)
+STEP_OPTIONS = (
+    Option("lb_k", "2", "Lookbehind k", type=number),
+    Option("lb_alpha", "-1", "Lookbehind alpha (-1: adaptive)", type=number),
+    Option("ms_k", "2", "Multistep k", type=number),
+    Option("la_k", "5", "Lookahead k", type=number),
+    Option("la_alpha", "0.5", "Lookahead alpha", type=number),
+)
+
+
+def pairs(opts):
+    if opts.pairs:
+        out = []
+        for pair in opts.pairs:
+            dataset, sep, model = pair.partition(":")
+            if not sep:
+                raise UsageError(f"--pairs {pair!r}: expected DATASET:MODEL")
+            out.append((dataset, model))
+    else:
+        out = [(dataset, model) for dataset in opts.datasets for model in opts.models]
+    checked = []
+    for dataset, model in out:
+        try:
+            checked.append((data.canonical_dataset_name(dataset), model_name(model)))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    return checked
+
+
+def minimizer_names(names):
+    try:
+        return [minimizers.canonical_name(name) for name in names]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def paper_rho(minimizer, opts):
+    if minimizer in PAPER_FAMILY:
+        return opts.rho_asam if "ASAM" in minimizer else opts.rho_sam
+    return None
+
+
+def step_hparams(minimizer, opts):
+    family = minimizer.split("_")[0]
+    return {"Lookbehind": {"k": opts.lb_k, "alpha": opts.lb_alpha}, "Multistep": {"k": opts.ms_k},
+            "Lookahead": {"k": opts.la_k, "alpha": opts.la_alpha}}.get(family, {})
+
+
+def cifar_run(opts, dataset, model, minimizer, seed, hparams):
+    """One example_cifar.py run. hparams: flag values (text) by hyperparameter name; those the minimizer
+    does not take (minimizers.hparams) are dropped, None means its library default; --set values
+    for this minimizer are added last."""
+    accepted = minimizers.hparams(minimizer)
+    chosen = {key: value for key, value in hparams.items() if value is not None and key in accepted}
+    for target, key, value in opts.set:
+        if target == minimizer:
+            if key not in accepted:
+                raise UsageError(f"--set {target}:{key}=...: {target} has no hyperparameter {key!r} "
+                                 f"(it takes: {', '.join(accepted)})")
+            chosen[key] = value
+    args = ["--dataset", dataset, "--model", model, "--minimizer", minimizer, "--seed", str(seed),
+            "--epochs", str(opts.epochs)]
+    for key, value in chosen.items():
+        args += [f"--{key}", value] if key in HPARAM_FLAGS else ["--hparam", f"{key}={value}"]
+    named = {key: float(chosen[key]) for key in ("rho", "k", "alpha") if key in chosen}
+    return Run(records.run_name(dataset, model, minimizer, named, seed), tuple(args))
+
+
+# ------------------------------------------------------------------------- the paper's grids
+
+def generalization(opts):
+    """dataset x model x minimizer x seed (the paper's Table 1)."""
+    return [cifar_run(opts, dataset, model, minimizer, seed,
+                      {"rho": paper_rho(minimizer, opts), **step_hparams(minimizer, opts)})
+            for dataset, model in pairs(opts)
+            for minimizer in minimizer_names(opts.minimizers)
+            for seed in opts.seeds]
+
+
+def kalpha(opts):
+    """Lookbehind's k x alpha, plus each family's plain baseline (SAM, ASAM) at the same seeds."""
+    chosen = minimizer_names(opts.minimizers)
+    if opts.baselines == ["auto"]:
+        baselines = [m.removeprefix("Lookbehind_") for m in chosen if m.startswith("Lookbehind_")]
+    else:
+        baselines = minimizer_names(opts.baselines)
+    runs = []
+    for dataset, model in pairs(opts):
+        runs += [cifar_run(opts, dataset, model, minimizer, seed, {"rho": paper_rho(minimizer, opts), "k": k,
+                                                                   "alpha": alpha})
+                 for minimizer in chosen for k in opts.k_values for alpha in opts.alphas for seed in opts.seeds]
+        runs += [cifar_run(opts, dataset, model, minimizer, seed, {"rho": paper_rho(minimizer, opts)})
+                 for minimizer in baselines for seed in opts.seeds]
+    return runs
+
+
+def rho(opts):
+    """Every minimizer at every rho of its family (SAM-type: --rhos-sam, ASAM-type: --rhos-asam)."""
+    chosen = minimizer_names(opts.minimizers)
+    for minimizer in chosen:
+        if "rho" not in minimizers.hparams(minimizer):
+            raise UsageError(f"{minimizer} has no rho; leave it out of --minimizers")
+    return [cifar_run(opts, dataset, model, minimizer, seed, {"rho": value, **step_hparams(minimizer, opts)})
+            for dataset, model in pairs(opts)
+            for minimizer in chosen
+            for value in (opts.rhos_asam if "ASAM" in minimizer else opts.rhos_sam)
+            for seed in opts.seeds]
+
+
+register(Grid(
+    "generalization", "dataset x model x minimizer x seed: the paper's Table 1",
+    COMMON_OPTIONS + STEP_OPTIONS + (
+        Option("models", ["resnet34", "wrn28_2", "resnet50"], "models", nargs="+"),
+        Option("minimizers", list(PAPER_MINIMIZERS), "minimizers", nargs="+"),
+    ), generalization))
+register(Grid(
+    "kalpha", "Lookbehind's k x alpha grid plus the SAM/ASAM baselines: the paper's sensitivity heatmaps",
+    COMMON_OPTIONS + (
+        Option("minimizers", ["Lookbehind_SAM", "Lookbehind_ASAM"], "Lookbehind minimizers", nargs="+"),
+        Option("k_values", ["2", "5", "10"], "k values", type=number, nargs="+"),
+        Option("alphas", ["0.2", "0.5", "0.8", "-1"], "alpha values (-1: adaptive)", type=number, nargs="+"),
+        Option("baselines", ["auto"], "baseline minimizers (auto: SAM/ASAM for the Lookbehind ones given)",
+               nargs="+"),
+    ), kalpha))
+register(Grid(
+    "rho", "every minimizer over a grid of rho: the paper's sensitivity to the neighbourhood size",
+    COMMON_OPTIONS + STEP_OPTIONS + (
+        Option("minimizers", ["SAM", "Multistep_SAM", "Lookbehind_SAM", "ASAM", "Multistep_ASAM",
+                              "Lookbehind_ASAM"], "minimizers (each must have a rho)", nargs="+"),
+        Option("rhos_sam", ["0.01", "0.02", "0.05", "0.1", "0.2"], "rho values of SAM-type minimizers",
+               type=number, nargs="+"),
+        Option("rhos_asam", ["0.1", "0.2", "0.5", "1.0", "2.0"], "rho values of ASAM-type minimizers",
+               type=number, nargs="+"),
+    ), rho))
