@@ -6,8 +6,10 @@
 
 (run from the repository root). Reads <results dir>/grouped.csv and runs.csv (python -m
 scripts.collect over run directories of example_continual.py) and writes <results dir>/table_continual.md
-and .tex (also printing the Markdown) and figures/continual_<benchmark>_<model>.png/.pdf (each seed's
-A, F, LA as a dot, mean ± std beside them). Rows: minimizers in the paper's order; columns: average
+and .tex (also printing the Markdown), accuracy_matrices.csv (every completed run's accuracy matrix,
+long format, read from the run directories), figures/continual_<benchmark>_<model>.png/.pdf (each
+seed's A, F, LA as a dot, mean ± std beside them) and figures/continual_matrices_<benchmark>_<model>
+.png/.pdf (the accuracy matrix averaged over seeds, one heatmap per minimizer). Rows: minimizers in the paper's order; columns: average
 accuracy A, forgetting F, learning accuracy LA (%, definitions in training/continual.py); best mean per
 column in bold (highest A and LA, lowest F). Each cell "mean ± std (n completed seeds)"; diverged,
 failed and running runs are counted, never averaged.
@@ -28,7 +30,7 @@ import pandas as pd
 
 from scripts.common import UserError, display_minimizer, display_model, minimizer_order, write_atomic
 from scripts.tables import fnum, latex_escape, notes
-from training.records import CONTINUAL_METRICS
+from training.records import ACCURACY_MATRIX_FILE, CONTINUAL_METRICS, RecordError, read_accuracy_matrix
 
 LABELS = {"average_accuracy": "A (avg. accuracy)", "forgetting": "F (forgetting)",
           "learning_accuracy": "LA (learning accuracy)"}
@@ -204,6 +206,65 @@ def figure(runs, grouped, out_dir):
     return paths
 
 
+def gather_matrices(runs):
+    """Long table (benchmark, model, minimizer, seed, after_task, task, accuracy) of every completed
+    run's accuracy_matrix.csv (read from its run_dir, where that still exists)."""
+    rows = []
+    for _, run in runs[runs["status"] == "completed"].iterrows():
+        path = os.path.join(str(run["run_dir"]), ACCURACY_MATRIX_FILE)
+        if not os.path.isfile(path):
+            continue
+        try:
+            matrix = read_accuracy_matrix(path)
+        except RecordError as exc:
+            raise UserError(str(exc)) from None
+        for i, row in enumerate(matrix):
+            for j, value in enumerate(row):
+                rows.append({"benchmark": run["benchmark"], "model": run["model"], "minimizer": run["minimizer"],
+                             "seed": int(run["seed"]), "after_task": i, "task": j, "accuracy": value})
+    return pd.DataFrame(rows, columns=["benchmark", "model", "minimizer", "seed", "after_task", "task", "accuracy"])
+
+
+def matrix_figure(matrices, out_dir):
+    """Per benchmark/model: the accuracy matrix R averaged over seeds, one heatmap per minimizer."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    paths = []
+    for (benchmark, model), part in matrices.groupby(["benchmark", "model"]):
+        order = minimizer_order(sorted(part["minimizer"].unique()))
+        size = int(part["task"].max()) + 1
+        fig, axes = plt.subplots(1, len(order), figsize=(2.6 * len(order), 2.9), squeeze=False)
+        for ax, minimizer in zip(axes[0], order):
+            mean = part[part["minimizer"] == minimizer].groupby(["after_task", "task"])["accuracy"].mean()
+            grid = np.full((size, size), np.nan)
+            for (i, j), value in mean.items():
+                grid[i, j] = value
+            image = ax.imshow(grid, vmin=0, vmax=100, cmap="viridis")
+            if size <= 10:
+                for i in range(size):
+                    for j in range(size):
+                        if not np.isnan(grid[i, j]):
+                            ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                                    color="black" if grid[i, j] > 60 else "white")
+            seeds = part.loc[part["minimizer"] == minimizer, "seed"].nunique()
+            ax.set_title(f"{display_minimizer(minimizer)} ({seeds} seeds)", fontsize=8)
+            ax.set_xlabel("tested on task j", fontsize=7)
+            ax.set_ylabel("after task i", fontsize=7)
+            ax.tick_params(labelsize=6)
+        fig.colorbar(image, ax=list(axes[0]), fraction=0.01, pad=0.01, label="accuracy (%)")
+        fig.suptitle(f"{benchmark}, {display_model(model)}: accuracy matrix R[i, j], mean over seeds", fontsize=9)
+        for extension in ("png", "pdf"):
+            path = os.path.join(out_dir, "figures", f"continual_matrices_{benchmark}_{model}.{extension}")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fig.savefig(path, dpi=110, bbox_inches="tight")
+            paths.append(path)
+        plt.close(fig)
+    return paths
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description="Continual-learning table (A, F, LA) from collected runs.")
     parser.add_argument("results", help="results directory holding grouped.csv and runs.csv (from scripts.collect)")
@@ -216,6 +277,7 @@ def main(argv=None):
         grouped, runs = read_results(args.results)
         table = cells(grouped)
         paired = {base: paired_differences(runs, base) for base in args.paired}
+        matrices = gather_matrices(runs)
     except UserError as exc:
         print(f"continual_table.py: error: {exc}", file=sys.stderr)
         return 2
@@ -223,7 +285,12 @@ def main(argv=None):
     write_atomic(os.path.join(args.results, "table_continual.md"), md)
     write_atomic(os.path.join(args.results, "table_continual.tex"), latex(table, grouped, args.digits))
     print(md)
-    written = figure(runs, grouped, args.results) if args.figure else []
+    written = []
+    if len(matrices):
+        write_atomic(os.path.join(args.results, "accuracy_matrices.csv"), matrices.to_csv(index=False))
+        written.append(os.path.join(args.results, "accuracy_matrices.csv"))
+    if args.figure:
+        written += figure(runs, grouped, args.results) + matrix_figure(matrices, args.results)
     print(f"wrote {os.path.join(args.results, 'table_continual.md')} and .tex" +
           (f", {', '.join(written)}" if written else ""))
     return 0

@@ -337,6 +337,8 @@ def write_run(root, minimizer, seed, metrics, status="completed"):
     records.atomic_write_json(os.path.join(out, records.CONFIG_FILE), config)
     records.atomic_write_json(os.path.join(out, records.SUMMARY_FILE), records.summary_record(
         status, config, [], 1.0, dict(zip(records.CONTINUAL_METRICS, metrics))))
+    records.atomic_write(os.path.join(out, records.ACCURACY_MATRIX_FILE),
+                         records.accuracy_matrix_text([[seed + 70.0, 50.0], [seed + 60.0, 80.0]], 2))
 
 
 def test_continual_table_means_stds_and_paired_differences(tmp_path, capsys):
@@ -364,6 +366,11 @@ def test_continual_table_means_stds_and_paired_differences(tmp_path, capsys):
     with open(os.path.join(results, "table_continual.tex")) as f:
         assert r"\textbf{67.00} $\pm$" in f.read()
     assert os.path.exists(os.path.join(results, "figures", "continual_split_cifar10_reduced_resnet18.png"))
+    assert os.path.exists(os.path.join(results, "figures", "continual_matrices_split_cifar10_reduced_resnet18.png"))
+    matrices = read_csv(os.path.join(results, "accuracy_matrices.csv"))
+    assert len(matrices) == 4 * 4  # the 4 completed runs' 2 x 2 matrices, not the diverged one
+    assert {"minimizer": "SAM", "seed": "1", "after_task": "1", "task": "0", "accuracy": "61.0"}.items() <= \
+        next(r for r in matrices if (r["minimizer"], r["seed"], r["after_task"], r["task"]) == ("SAM", "1", "1", "0")).items()
 
 
 def test_continual_table_needs_continual_runs(tmp_path, capsys):
