@@ -14,7 +14,8 @@ ORDER = ["SGD", "SAM", "ASAM", "Multistep_SAM", "Multistep_ASAM", "Lookahead_SGD
          "Lookahead_ASAM", "Lookbehind_SAM", "Lookbehind_ASAM"]
 DATASET_NAMES = {"CIFAR10": "CIFAR-10", "CIFAR100": "CIFAR-100", "CIFAR10_sample": "CIFAR-10 sample"}
 MODEL_NAMES = {"resnet20": "ResNet-20", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
-               "wrn28_2": "WRN-28-2", "wrn28_10": "WRN-28-10", "resnet18": "ResNet-18"}
+               "wrn28_2": "WRN-28-2", "wrn28_10": "WRN-28-10", "resnet18": "ResNet-18",
+               "reduced_resnet18": "reduced ResNet-18"}
 
 
 class UserError(Exception):
