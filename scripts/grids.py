@@ -134,6 +134,15 @@ def cifar_run(opts, dataset, model, minimizer, seed, hparams):
     """One example_cifar.py run. hparams: flag values (text) by hyperparameter name; those the minimizer
     does not take (minimizers.hparams) are dropped, None means its library default; --set values
     for this minimizer are added last."""
+    flags, named = minimizer_flags(opts, minimizer, hparams)
+    args = ["--dataset", dataset, "--model", model, "--minimizer", minimizer, "--seed", str(seed),
+            "--epochs", str(opts.epochs)] + flags
+    return Run(records.run_name(dataset, model, minimizer, named, seed), tuple(args))
+
+
+def minimizer_flags(opts, minimizer, hparams):
+    """(the minimizer's hyperparameter flags, {rho/k/alpha: value} for the run name): hparams the
+    minimizer does not take are dropped, None means its library default, --set values come last."""
     accepted = minimizers.hparams(minimizer)
     chosen = {key: value for key, value in hparams.items() if value is not None and key in accepted}
     for target, key, value in opts.set:
@@ -142,12 +151,10 @@ def cifar_run(opts, dataset, model, minimizer, seed, hparams):
                 raise UsageError(f"--set {target}:{key}=...: {target} has no hyperparameter {key!r} "
                                  f"(it takes: {', '.join(accepted)})")
             chosen[key] = value
-    args = ["--dataset", dataset, "--model", model, "--minimizer", minimizer, "--seed", str(seed),
-            "--epochs", str(opts.epochs)]
+    args = []
     for key, value in chosen.items():
         args += [f"--{key}", value] if key in HPARAM_FLAGS else ["--hparam", f"{key}={value}"]
-    named = {key: float(chosen[key]) for key in ("rho", "k", "alpha") if key in chosen}
-    return Run(records.run_name(dataset, model, minimizer, named, seed), tuple(args))
+    return args, {key: float(chosen[key]) for key in ("rho", "k", "alpha") if key in chosen}
 
 
 # ------------------------------------------------------------------------- the paper's grids
@@ -216,3 +223,37 @@ register(Grid(
         Option("rhos_asam", ["0.1", "0.2", "0.5", "1.0", "2.0"], "rho values of ASAM-type minimizers",
                type=number, nargs="+"),
     ), rho))
+
+
+# ------------------------------------------------------------------------- lifelong learning
+
+def continual(opts):
+    """minimizer x seed on a split-CIFAR benchmark (example_continual.py). Seeds outer, so a partly
+    finished sweep has whole seeds; one seed gives every minimizer the same class split and task order."""
+    from training.continual import benchmark_name
+    try:
+        benchmark, model = benchmark_name(opts.benchmark), model_name(opts.model)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    runs = []
+    for seed in opts.seeds:
+        for minimizer in minimizer_names(opts.minimizers):
+            flags, named = minimizer_flags(opts, minimizer, step_hparams(minimizer, opts))
+            args = ["--benchmark", benchmark, "--model", model, "--minimizer", minimizer, "--seed", str(seed)] + flags
+            runs.append(Run(records.run_name(benchmark, model, minimizer, named, seed), tuple(args),
+                            entry="example_continual.py"))
+    return runs
+
+
+register(Grid(
+    "continual", "minimizer x seed on split-CIFAR (example_continual.py): the paper's lifelong-learning claim; "
+                 "table: python -m scripts.continual_table results/<name> --paired SAM --paired ASAM",
+    (Option("benchmark", "split_cifar100", "split_cifar10 or split_cifar100"),
+     Option("model", "reduced_resnet18", "model"),
+     Option("seeds", ["0", "1", "2", "3", "4"], "seeds", type=int, nargs="+"),
+     Option("minimizers", ["SGD", "SAM", "ASAM", "Lookbehind_SAM", "Lookbehind_ASAM", "Lookahead_SAM",
+                           "Multistep_SAM"], "minimizers (rho: each one's library default; change with --set)",
+            nargs="+"),
+     Option("set", [], "MINIMIZER:KEY=VALUE: a hyperparameter for that minimizer's runs (repeatable)",
+            type=hparam_setting, nargs="+"),
+     ) + STEP_OPTIONS, continual))

@@ -380,17 +380,19 @@ def test_continual_table_needs_continual_runs(tmp_path, capsys):
 
 
 def test_continual_sweep_grid_end_to_end(tmp_path, capsys):
-    """scripts/sweep_continual.sh (the shared sweep queue) runs a real tiny grid; collect and the table read it."""
+    """python -m scripts.sweep continual (the shared sweep machinery) runs a real tiny grid; collect and the
+    table read it."""
     from scripts import continual_table
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO, SEEDS="0", DEVICES="cpu",
-               MINIMIZERS="SGD Lookbehind_SAM", BENCHMARK="split_cifar10", SWEEP_NAME="continual_test",
-               RUNS_ROOT=str(tmp_path / "runs"), RESULTS_ROOT=str(tmp_path / "results"), PYTHON=sys.executable)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
     extra = ["--dataset", "CIFAR10_sample", "--num_tasks", "2", "--width", "4", "--train_per_task", "20",
              "--test_per_task", "10", "--batch_size", "10"]
-    result = subprocess.run(["bash", os.path.join(REPO, "scripts", "sweep_continual.sh"), "--", *extra], cwd=REPO,
-                            env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-m", "scripts.sweep", "continual", "--benchmark", "split_cifar10",
+                             "--seeds", "0", "--minimizers", "SGD", "Lookbehind_SAM", "--name", "continual_test",
+                             "--device", "cpu", "--runs-root", str(tmp_path / "runs"),
+                             "--results-root", str(tmp_path / "results"), "--", *extra],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    run_dir = tmp_path / "runs" / "continual_test" / "split_cifar10_reduced_resnet18_Lookbehind_SAM_s0"
+    run_dir = tmp_path / "runs" / "continual_test" / "split_cifar10_reduced_resnet18_Lookbehind_SAM_k2_alpha-1_s0"
     config = read_json(run_dir / records.CONFIG_FILE)
     assert (config["minimizer"], config["k"], config["alpha"], config["num_tasks"]) == ("Lookbehind_SAM", 2, -1, 2)
     results = str(tmp_path / "results" / "continual_test")
