@@ -5,21 +5,13 @@ import importlib.util
 import os
 
 import pytest
-import torch
 
 import example_cifar
+from test_cli import single_thread_in_process  # noqa: F401  (autouse fixture: one thread, as the CLI tests)
 from training import trackers
 
 SMALL = ["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", "32", "--batch_size", "16",
          "--device", "cpu", "--minimizer", "Lookbehind_SAM", "--alpha", "-1"]   # adaptive: alpha columns too
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_tensorboard_scalars_equal_metrics_csv_across_a_resume(tmp_path):
