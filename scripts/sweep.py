@@ -58,6 +58,7 @@ def now():
 def write_record(spec, status, **fields):
     """The sweep's record of a run's last attempt (records.SWEEP_RECORD_FILE), best effort."""
     path = os.path.join(spec.run_dir, records.SWEEP_RECORD_FILE)
+    os.makedirs(spec.run_dir, exist_ok=True)
     try:
         old = records.read_json(path) if os.path.exists(path) else {}
     except records.RecordError:
@@ -144,7 +145,10 @@ class SlurmRun:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and "OMP_NUM_THREADS" not in os.environ:
             env["OMP_NUM_THREADS"] = cpus
-        attempt = RunAttempt(spec, env=env, device=os.environ.get("SLURM_JOB_ID", "slurm"))
+        import submitit
+        job_id = submitit.JobEnvironment().job_id  # "<array>_<task>", or "<job>" for a one-run array
+        attempt = RunAttempt(spec, env=env, device=f"slurm job {job_id}")
+        write_record(spec, records.STATUS_RUNNING, slurm_job_id=job_id, requeues=self.requeues)
         self._attempt = attempt
         status, code = attempt()
         if code == records.EXIT_TERMINATED:
@@ -340,7 +344,7 @@ def submit_slurm(specs, args, sweep_dir, log):
         raise UsageError("--executor slurm: sbatch is not on PATH (not a Slurm login node?); "
                          "use --executor local")
     import submitit
-    executor = submitit.SlurmExecutor(folder=os.path.join(sweep_dir, "slurm", "%A_%a"),
+    executor = submitit.SlurmExecutor(folder=os.path.join(sweep_dir, "slurm", "%j"),
                                       max_num_timeout=args.max_requeues)
     extra = dict(args.sbatch_arg)
     for key, value in (("account", args.account), ("qos", args.qos), ("constraint", args.constraint)):
@@ -360,8 +364,6 @@ def submit_slurm(specs, args, sweep_dir, log):
         message = " ".join(str(exc).split())
         found = re.search(r"sbatch: error: ([^\n]*?)(?:\s*sbatch: error|$)", str(exc))
         raise UsageError(f"sbatch refused the job array: {found.group(1) if found else message[:300]}") from None
-    for spec, job in zip(payload, jobs):
-        write_record(spec, "queued", slurm_job_id=job.job_id, exit_code=None, queued_at=now())
     array_id = jobs[0].job_id.split("_")[0] if jobs else "-"
     log(f"SUBMITTED {len(jobs)} runs as Slurm job array {array_id} (logs: {os.path.join(sweep_dir, 'slurm')})")
     return jobs
