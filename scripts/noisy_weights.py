@@ -108,7 +108,7 @@ def plot(frame, path, noise):
                         color=line.get_color(), alpha=0.15)
     scale = "eta x (max - min) per tensor" if noise == "additive" else "w x (1 + eta N(0,1))"
     ax.set(xlabel=f"noise level eta ({noise}: {scale})", ylabel="test accuracy (%)",
-           title=f"Robustness to weight noise (mean +- std over seeds and draws)")
+           title="Robustness to weight noise (mean +- std over seeds and draws)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -235,8 +234,8 @@ def test_figures(tmp_path):
                 make_run(str(root / "rho"), f"{m}_{rho}_{seed}", minimizer=m, seed=seed, rho=rho,
                          test_accs=[50, 60 + 10 * rho + seed + (m.startswith("Lookbehind"))])
     res = tmp_path / "results"
-    for sweep in ("kalpha", "rho"):
-        collect.main([str(root / sweep), "--out", str(res / sweep), "--quiet"])
+    for grid_name in ("kalpha", "rho"):
+        collect.main([str(root / grid_name), "--out", str(res / grid_name), "--quiet"])
     assert figures.main(["kalpha", str(res / "kalpha")]) == 0
     assert figures.main(["rho", str(res / "rho")]) == 0
     assert figures.main(["curves", str(res / "rho"), "--where", "rho=0.05"]) == 0
