@@ -123,7 +123,7 @@ def matrix_rows_of(rows, epochs_per_task, num_tasks):
             for row in rows if row["task_epoch"] == epochs_per_task]
 
 
-def run(argv):
+def run(argv, claim):
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -136,6 +136,10 @@ def run(argv):
         hparams = {key: getattr(probe, key) for key in HPARAM_FLAGS}
         out = os.path.join("runs", "continual", records.run_name(args.benchmark, args.model, args.minimizer,
                                                                   hparams, args.seed))
+    try:
+        claim.take(out)  # one process per run directory, from here to the end
+    except (records.RunDirBusy, records.RecordError) as exc:
+        raise UsageError(str(exc)) from None
     summary_path, config_path, checkpoint_path = resume.run_paths(out)
     args, saved_config = resume.saved_settings(parser, argv, args, out, RECORD_KEYS,
                                                RESUME_MAY_CHANGE - {"data_dir", "compile"})
@@ -295,14 +299,24 @@ def run(argv):
 
 
 def main(argv=None):
+    claim = records.RunDirClaim()
     try:
-        return run(argv)
+        return run(argv, claim)
     except (UsageError, data.DataError) as exc:
+        claim.abandon_if_unused()
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
+    except records.WriteFailed as exc:
+        # atomic_write removed its temporary file; the previous version of the file is untouched.
+        claim.mark_summary(records.STATUS_FAILED)
+        print(f"error: {records.write_failure_text(exc)}; the previous checkpoint is kept; free space, then "
+              f"continue with --resume (same --out)", file=sys.stderr)
+        return records.EXIT_WRITE_FAILED
     except KeyboardInterrupt:
         print("interrupted; continue with --resume (same --out)", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        claim.release()
 
 
 if __name__ == "__main__":

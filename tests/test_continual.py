@@ -214,7 +214,8 @@ def straight_run(tmp_path_factory):
 def test_two_task_run_end_to_end(straight_run):
     out = straight_run
     assert sorted(os.listdir(out)) == sorted([records.ACCURACY_MATRIX_FILE, records.CHECKPOINT_FILE, records.CONFIG_FILE,
-                                              records.CONTINUAL_FIGURE_FILE, records.METRICS_FILE, records.SUMMARY_FILE])
+                                              records.CONTINUAL_FIGURE_FILE, records.LOCK_FILE, records.METRICS_FILE,
+                                              records.SUMMARY_FILE])
     rows = read_csv(os.path.join(out, records.METRICS_FILE))
     assert list(rows[0]) == records.continual_metric_columns(2)
     assert [(int(r["epoch"]), int(r["task"]), int(r["task_epoch"])) for r in rows] == \
@@ -300,6 +301,19 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, fragment):
     assert_one_error_line(output.err)
     assert fragment in output.err
     assert not os.path.exists(tmp_path / "run" / records.SUMMARY_FILE)
+
+
+def test_a_busy_run_directory_is_refused(capsys, tmp_path):
+    out = str(tmp_path / "busy")
+    holder = records.RunDirClaim().take(out)  # as another process training this run would
+    try:
+        code, output = call_main(capsys, *SMALL, "--minimizer", "SGD", "--out", out)
+    finally:
+        holder.release()
+    assert code == records.EXIT_USAGE
+    assert_one_error_line(output.err)
+    assert "another process" in output.err
+    assert not os.path.exists(os.path.join(out, records.SUMMARY_FILE))
 
 
 def test_split_cifar100_without_data_or_network(tmp_path, monkeypatch, capsys):
