@@ -15,8 +15,11 @@ stop() {
         [[ "$daemon" == munged ]] && pid_file=/run/munge/munged.pid
         if [[ -f "$pid_file" ]] && kill -0 "$(cat "$pid_file")" 2>/dev/null; then
             kill "$(cat "$pid_file")" || true
+        else  # no pid file (removed, or never written): the daemon by its exact name
+            pkill -x "$daemon" 2>/dev/null || true
         fi
     done
+    pkill -x slurmscriptd 2>/dev/null || true
 }
 
 if [[ "$action" == stop ]]; then stop; exit 0; fi
