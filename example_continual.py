@@ -19,7 +19,9 @@ one row per epoch of the sequence and every task's accuracy, summary.json with A
 checkpoint.pt), plus accuracy_matrix.csv and continual.png (heatmap of R, accuracy on each task
 over the sequence). --resume continues at the task and epoch where the run stopped; on CPU the
 continued run is bit-for-bit the uninterrupted one. Exit status: 0 completed, 2 usage or data
-error (one line on stderr starting with "error: "), 3 diverged, 130 interrupted.
+error (one line on stderr starting with "error: "), 3 diverged, 4 a record could not be written,
+130 Ctrl-C, 143 SIGTERM/SIGUSR2 (Slurm preemption or time limit); a signal stops the run at the end
+of its training step with summary status "interrupted", and --resume continues it.
 
 Defaults follow the usual continual-learning setting (GEM / A-GEM / Mirzadeh et al. 2020): the
 reduced ResNet-18 (20 base filters), one epoch per task, batch 10, SGD lr 0.03 without momentum or
@@ -28,6 +30,7 @@ weight decay. The paper's exact protocol is not published; these are our reading
 import argparse
 import math
 import os
+import signal
 import sys
 import time
 from types import SimpleNamespace
@@ -41,9 +44,9 @@ from training import continual, records, resume
 from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_flags, argv_flags,
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_device, resolve_minimizer_hparams, HPARAM_FLAGS)
-from training.loop import evaluate, train_one_epoch
+from training.loop import StopRequested, evaluate, stop_signals, train_one_epoch
 from training.plots import plot_continual
-from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE
+from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
 # Settings a resumed run may change; every other one must stay what the run started with.
 RESUME_MAY_CHANGE = {"device", "data_dir", "download", "out", "resume", "compile"}
@@ -264,6 +267,7 @@ def run(argv, claim):
             with minimizer.evaluation_weights():
                 results = [evaluate(heads[t.index], model, t.dataset, loop_args, device, autocast) for t in tasks]
             finite = all(math.isfinite(loss) for loss, _ in results)
+            stop_signals.check()  # a stop signal during the evaluation: stop before this epoch's checkpoint
         if not finite:
             finish(records.STATUS_DIVERGED)
             print(f"diverged: non-finite loss in task {task.index} epoch {task_epoch} (lr {lr:g}); stopped, "
@@ -300,12 +304,19 @@ def run(argv, claim):
 
 def main(argv=None):
     claim = records.RunDirClaim()
+    stop_signals.install()
     try:
         return run(argv, claim)
     except (UsageError, data.DataError) as exc:
         claim.abandon_if_unused()
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
+    except StopRequested as stop:
+        # Raised at the end of a training step (or after an evaluation): the last checkpoint is intact.
+        claim.mark_summary(records.STATUS_INTERRUPTED)
+        print(f"stopped by {stop} at the end of a training step; the checkpoint of the last finished epoch is "
+              f"intact; continue with --resume (same --out)", file=sys.stderr)
+        return EXIT_INTERRUPTED if stop.signum == signal.SIGINT else EXIT_TERMINATED
     except records.WriteFailed as exc:
         # atomic_write removed its temporary file; the previous version of the file is untouched.
         claim.mark_summary(records.STATUS_FAILED)
@@ -316,6 +327,7 @@ def main(argv=None):
         print("interrupted; continue with --resume (same --out)", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        stop_signals.restore()
         claim.release()
 
 

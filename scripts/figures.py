@@ -316,7 +316,7 @@ def fig_alpha(results, out_dir, formats=("png", "pdf"), where=None):
                     label=f"{label} (n={g['run_name'].nunique()})")
             ax.plot(stats.index, stats["alpha_min"], ":", color=color, linewidth=1)
             ax.plot(stats.index, stats["alpha_max"], ":", color=color, linewidth=1)
-        ax.set(xlabel="epoch", ylabel="adaptive alpha")
+        ax.set(xlabel="epoch", ylabel="adaptive α")
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -106,9 +106,9 @@ def plot(frame, path, noise):
         line, = ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label)
         ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
                         color=line.get_color(), alpha=0.15)
-    scale = "eta x (max - min) per tensor" if noise == "additive" else "w x (1 + eta N(0,1))"
-    ax.set(xlabel=f"noise level eta ({noise}: {scale})", ylabel="test accuracy (%)",
-           title="Robustness to weight noise (mean +- std over seeds and draws)")
+    scale = "η · (max − min) per tensor" if noise == "additive" else "w · (1 + η·N(0, 1))"
+    ax.set(xlabel=f"noise level η ({noise}: {scale})", ylabel="test accuracy (%)",
+           title="Robustness to weight noise (mean ± std over seeds and draws)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

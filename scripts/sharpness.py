@@ -255,7 +255,7 @@ def plot(frame, path):
 
     labels = minimizer_order(list(frame["label"].unique()))
     eig = frame[frame["measure"] == "top_eigenvalue"]
-    panels = [("l2", "l2 ball (SAM's): radius r"), ("asam", "ASAM-normalised ball: radius r")]
+    panels = [("l2", "ℓ2 ball (SAM's): radius r"), ("asam", "ASAM-normalised ball: radius r")]
     fig, axes = plt.subplots(1, 3 if len(eig) else 2, figsize=(15 if len(eig) else 10.5, 4.2))
     for ax, (ball, xlabel) in zip(axes, panels):
         part = frame[(frame["measure"] == "worst_case_increase") & (frame["ball"] == ball)]
@@ -266,7 +266,7 @@ def plot(frame, path):
             line, = ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label)
             ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
                             color=line.get_color(), alpha=0.15)
-        ax.set(xlabel=xlabel, ylabel="max L(w+eps) - L(w)", title=f"worst-case loss increase ({ball})")
+        ax.set(xlabel=xlabel, ylabel="max L(w + ε) − L(w)", title=f"worst-case loss increase ({ball})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if len(eig):

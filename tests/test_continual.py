@@ -7,8 +7,10 @@ and single-threaded, which also makes CPU runs bit-for-bit reproducible.
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -275,6 +277,39 @@ def test_interrupted_run_resumes_at_the_right_task_and_epoch(straight_run, tmp_p
             read_json(os.path.join(straight_run, records.SUMMARY_FILE))[key]
     code, output = call_main(capsys, "--out", out, "--resume")
     assert code == 0 and "nothing to do" in output.out
+
+
+def test_sigterm_stops_at_a_step_and_resumes_to_the_same_result(straight_run, tmp_path):
+    """SIGTERM (Slurm's preemption / time-limit signal) in a real process: exit 143, summary
+    "interrupted", no temporary files; --resume ends where the uninterrupted run ends, bit for bit."""
+    out = str(tmp_path / "terminated")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
+    process = subprocess.Popen([sys.executable, os.path.join(REPO, "example_continual.py"), *SMALL, *LOOKBEHIND,
+                                *SCHEDULE, "--out", out], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        summary_path = os.path.join(out, records.SUMMARY_FILE)
+        deadline = time.time() + 240
+        # the summary is written once the data is loaded, before the first epoch
+        while not os.path.exists(summary_path) and process.poll() is None and time.time() < deadline:
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == records.EXIT_TERMINATED, stderr
+    assert "stopped by SIGTERM at the end of a training step" in stderr and "Traceback" not in stderr
+    assert read_json(summary_path)["status"] == records.STATUS_INTERRUPTED
+    assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
+    resumed = subprocess.run([sys.executable, os.path.join(REPO, "example_continual.py"), "--out", out, "--resume"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_timing(read_csv(os.path.join(out, records.METRICS_FILE))) == \
+        without_timing(read_csv(os.path.join(straight_run, records.METRICS_FILE)))
+    a = torch.load(os.path.join(out, records.CHECKPOINT_FILE), weights_only=True)
+    b = torch.load(os.path.join(straight_run, records.CHECKPOINT_FILE), weights_only=True)
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
 
 
 def test_single_head_run(tmp_path, capsys):
