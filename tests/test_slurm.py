@@ -7,6 +7,8 @@ brings up a single-node one as root; .ci/run does). Skipped, with the reason, wh
    --signal=USR2`, what Slurm sends --signal-delay seconds before the time limit): the run stops at
    the end of its training step, submitit requeues the job, and the requeued job resumes from the
    checkpoint and completes. Slurm holds a requeued job about two minutes before starting it again.
+3. The same signal with --max-requeues 0: the run stops, is not requeued (the sweep record says
+   so), the job ends, and running the same sweep command again continues it from its checkpoint.
 """
 import json
 import os
@@ -97,3 +99,38 @@ def test_slurm_time_limit_requeues_and_resumes_from_the_checkpoint(tmp_path):
         time.sleep(1)
         record = json.loads((run / records.SWEEP_RECORD_FILE).read_text())
     assert record["status"] == "completed"
+
+
+def test_slurm_stop_without_requeues_left_is_recorded_and_the_same_command_continues(tmp_path):
+    """--max-requeues 0: a time-limit signal stops the run at a step, submitit does not requeue it, the
+    sweep record says why and the job leaves the queue; the same sweep command again submits it anew
+    and it continues from its checkpoint to the end."""
+    args = ("--seeds", "0", "--epochs", "3", "--max-requeues", "0", "--", "--train_subset", "512", "--batch_size", "32")
+    result = sweep(tmp_path, *args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "runs" / "generalization" / "CIFAR10_sample_resnet8_SGD_s0"
+    deadline = time.time() + 300
+    while not (run / records.CHECKPOINT_FILE).exists() and time.time() < deadline:
+        time.sleep(0.2)
+    job_id = json.loads((run / records.SWEEP_RECORD_FILE).read_text())["slurm_job_id"]
+    subprocess.run(["scancel", "--signal=USR2", job_id], check=True)
+    record = {}
+    while record.get("status") != records.STATUS_INTERRUPTED and time.time() < deadline:
+        time.sleep(0.5)
+        record = json.loads((run / records.SWEEP_RECORD_FILE).read_text())
+    assert record["status"] == records.STATUS_INTERRUPTED and record["requeues"] == 0, record
+    assert "not requeued: --max-requeues 0 used" in record["note"]
+    while time.time() < deadline:  # the job ends instead of waiting in the queue for a requeue
+        queue = subprocess.run(["squeue", "-h", "-j", job_id.split("_")[0]], capture_output=True, text=True)
+        if not queue.stdout.strip():
+            break
+        time.sleep(0.5)
+    assert not queue.stdout.strip(), queue.stdout
+    summary = json.loads((run / records.SUMMARY_FILE).read_text())
+    assert summary["status"] == records.STATUS_INTERRUPTED and summary["epochs_completed"] < 3
+    again = sweep(tmp_path, "--wait", *args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    log = (run / records.RUN_LOG_FILE).read_text()
+    assert json.loads((run / records.SUMMARY_FILE).read_text())["status"] == "completed", again.stdout + log
+    assert log.count("attempt started") == 2 and "resuming" in log.split("attempt started")[2]
+    assert list(pd.read_csv(run / records.METRICS_FILE)["epoch"]) == [1, 2, 3]
