@@ -87,10 +87,7 @@ def build_parser():
     flag("train_subset", default=None, type=batch_count, help="train on the first N training images only (quick runs)")
     flag("out", default=None, help="run directory (default: runs/<dataset>_<model>_<minimizer>[_hparams]_s<seed>)")
     flag("resume", default=False, action="store_true", help="continue the run in --out from its checkpoint")
-    flag("tensorboard", default=False, action="store_true",
-         help=f"also log the per-epoch metrics, config and curves to TensorBoard (--out/{trackers.TENSORBOARD_DIR})")
-    flag("wandb", default=False, action="store_true",
-         help="also log them to Weights & Biases (offline under --out unless WANDB_MODE is set)")
+    trackers.add_tracker_flags(flag)
     return parser
 
 
@@ -227,7 +224,7 @@ def run(argv, claim):
         records.atomic_write_json(summary_path, records.summary_record(status, vars(args), rows, wall_seconds()))
         if rows:
             plot_curves(os.path.join(out, records.CURVES_FILE), rows, title)
-            tracking.log_curves(os.path.join(out, records.CURVES_FILE), rows[-1]["epoch"])
+            tracking.log_figure(os.path.join(out, records.CURVES_FILE), rows[-1]["epoch"])
         tracking.close()
 
     for epoch in range(start_epoch, args.epochs + 1):

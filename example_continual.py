@@ -40,7 +40,7 @@ import torch
 import data
 import minimizers
 import models
-from training import continual, records, resume
+from training import continual, records, resume, trackers
 from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_flags, argv_flags,
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_device, resolve_minimizer_hparams, HPARAM_FLAGS)
@@ -96,6 +96,7 @@ def build_parser():
     add_runtime_flags(flag)
     flag("out", default=None, help="run directory (default: runs/continual/<benchmark>_<model>_<minimizer>[_hparams]_s<seed>)")
     flag("resume", default=False, action="store_true", help="continue the run in --out from its checkpoint")
+    trackers.add_tracker_flags(flag)
     return parser
 
 
@@ -195,6 +196,8 @@ def run(argv, claim):
     for name in ignored_flags:
         print(f"note: --{name} does not apply to {args.minimizer}; ignored", file=sys.stderr)
 
+    trackers.require(args.tensorboard, args.wandb)
+
     # ---- data (errors here leave no run directory behind)
     dataset = data.load_dataset(args.dataset, args.data_dir, device, download=args.download)
     tasks = continual.split_dataset(dataset, task_classes, not args.single_head,
@@ -225,12 +228,13 @@ def run(argv, claim):
     if saved_config is not None:
         config["resume_commands"] = saved_config.get("resume_commands", []) + [["example_continual.py"] + argv]
     records.atomic_write_json(config_path, config)
+    columns = records.continual_metric_columns(args.num_tasks)
+    tracking = trackers.Trackers(out, config, args.tensorboard, args.wandb, columns)
     session_start = time.time()
     autocast = autocast_factory(device, args.precision)
     # train_one_epoch reads batch_size, seed, channels_last, and epochs (for its progress bar)
     loop_args = SimpleNamespace(batch_size=args.batch_size, seed=args.seed, channels_last=args.channels_last,
                                 epochs=total_epochs)
-    columns = records.continual_metric_columns(args.num_tasks)
     matrix_path = os.path.join(out, records.ACCURACY_MATRIX_FILE)
     title = (f"{args.minimizer} {args.model} {args.benchmark} {'single' if args.single_head else 'multi'}-head "
              f"({', '.join(f'{k}={v}' for k, v in minimizer_hparams.items())}) seed {args.seed}")
@@ -250,8 +254,10 @@ def run(argv, claim):
     def finish(status):
         matrix_rows = write_records(status)
         if rows:
-            plot_continual(os.path.join(out, records.CONTINUAL_FIGURE_FILE), matrix_rows, rows, args.num_tasks,
-                           args.epochs_per_task, title)
+            figure = os.path.join(out, records.CONTINUAL_FIGURE_FILE)
+            plot_continual(figure, matrix_rows, rows, args.num_tasks, args.epochs_per_task, title)
+            tracking.log_figure(figure, rows[-1]["epoch"], "continual")
+        tracking.close()
         return matrix_rows
 
     for epoch in range(start_epoch, total_epochs + 1):
@@ -290,6 +296,7 @@ def run(argv, claim):
                     "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
             "wall_seconds": wall_before + time.time() - session_start})
         write_records(records.STATUS_RUNNING)
+        tracking.log_epoch(row)
         accuracies = " ".join(f"{acc:5.1f}" for _, acc in results)
         print(f"task {task.index}/{args.num_tasks - 1} epoch {task_epoch}/{args.epochs_per_task} lr {lr:.4g} | "
               f"train loss {train_loss:.4f} acc {train_acc:6.2f}% | test acc per task [{accuracies}] | "

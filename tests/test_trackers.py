@@ -52,3 +52,24 @@ def test_missing_tracker_package_is_a_usage_error(tmp_path, monkeypatch, capsys)
     assert example_cifar.main([*SMALL, "--epochs", "1", "--out", out, "--wandb"]) == 2
     assert capsys.readouterr().err.strip() == "error: --wandb needs the wandb package (pip install wandb)"
     assert not os.path.exists(out)
+
+
+def test_continual_run_logs_every_tasks_accuracy_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    import example_continual
+    out = str(tmp_path / "continual")
+    argv = ["--benchmark", "split_cifar10", "--dataset", "CIFAR10_sample", "--num_tasks", "2", "--model",
+            "reduced_resnet18", "--width", "4", "--train_per_task", "20", "--test_per_task", "10",
+            "--batch_size", "10", "--device", "cpu", "--minimizer", "SAM", "--out", out, "--tensorboard"]
+    assert example_continual.main(argv) == 0
+    with open(os.path.join(out, "metrics.csv")) as f:
+        rows = list(csv.DictReader(f))
+    events = EventAccumulator(os.path.join(out, trackers.TENSORBOARD_DIR), size_guidance={"images": 0})
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert tags == {key for key, value in rows[0].items() if value != ""} - {"epoch"}
+    assert {"acc_task0", "acc_task1", "task", "train_loss"} <= tags
+    for tag in tags:
+        logged = {e.step: e.value for e in events.Scalars(tag)}
+        assert logged == pytest.approx({int(r["epoch"]): float(r[tag]) for r in rows}, rel=1e-6, abs=1e-6), tag
+    assert "continual" in events.Tags()["images"]

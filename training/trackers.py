@@ -16,6 +16,14 @@ TENSORBOARD_DIR = "tensorboard"     # under the run directory
 WANDB_PROJECT = "lookbehind-sam"    # unless WANDB_PROJECT is set
 
 
+def add_tracker_flags(flag):
+    """--tensorboard and --wandb, for every training entry point."""
+    flag("tensorboard", default=False, action="store_true",
+         help=f"also log the per-epoch metrics, config and figure to TensorBoard (--out/{TENSORBOARD_DIR})")
+    flag("wandb", default=False, action="store_true",
+         help="also log them to Weights & Biases (offline under --out unless WANDB_MODE is set)")
+
+
 def require(tensorboard=False, wandb=False):
     """UsageError now (before anything is written) if a requested tracker is not installed."""
     import importlib.util
@@ -25,8 +33,10 @@ def require(tensorboard=False, wandb=False):
 
 
 class Trackers:
-    def __init__(self, run_dir, config, tensorboard=False, wandb=False):
+    def __init__(self, run_dir, config, tensorboard=False, wandb=False, columns=METRIC_COLUMNS):
+        """columns: the metrics.csv columns to log (a continual run's has every task's accuracy)."""
         self.writer = self.wandb_run = None
+        self.columns = columns
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -45,7 +55,7 @@ class Trackers:
                                                config=config, reinit=True)
 
     def log_epoch(self, row):
-        metrics = {key: row[key] for key in METRIC_COLUMNS if key != "epoch" and key in row}
+        metrics = {key: row[key] for key in self.columns if key != "epoch" and key in row}
         if self.writer is not None:
             for key, value in metrics.items():
                 self.writer.add_scalar(key, value, row["epoch"])
@@ -53,15 +63,15 @@ class Trackers:
         if self.wandb_run is not None:
             self.wandb_run.log({"epoch": row["epoch"], **metrics}, step=row["epoch"])
 
-    def log_curves(self, png_path, epoch):
+    def log_figure(self, png_path, epoch, name="curves"):
         if not os.path.exists(png_path):
             return
         if self.writer is not None:
             import matplotlib.image
-            self.writer.add_image("curves", matplotlib.image.imread(png_path)[..., :3], epoch, dataformats="HWC")
+            self.writer.add_image(name, matplotlib.image.imread(png_path)[..., :3], epoch, dataformats="HWC")
         if self.wandb_run is not None:
             import wandb as wandb_module
-            self.wandb_run.log({"curves": wandb_module.Image(png_path)}, step=epoch)
+            self.wandb_run.log({name: wandb_module.Image(png_path)}, step=epoch)
 
     def close(self):
         if self.writer is not None:
