@@ -29,7 +29,6 @@ Training follows the authors' recipe: SGD(lr 0.1, momentum 0.9, weight decay 5e-
 import argparse
 import math
 import os
-import signal
 import sys
 import time
 
@@ -43,9 +42,9 @@ from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_f
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_minimizer_hparams, HPARAM_FLAGS)
 from training import trackers
-from training.loop import StopRequested, alpha_columns, evaluate, lr_schedule, stop_signals, train_one_epoch
+from training.loop import StopRequested, report_stop, alpha_columns, evaluate, lr_schedule, stop_signals, train_one_epoch
 from training.plots import plot_curves
-from training.records import (EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE,
+from training.records import (EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE,
                               EXIT_WRITE_FAILED)
 
 # Settings a resumed run may change; every other one must stay what the run started with.
@@ -283,11 +282,7 @@ def main(argv=None):
             print(f"error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except StopRequested as stop:
-        # Raised at the end of a training step: the checkpoint of the last finished epoch is intact.
-        claim.mark_summary(records.STATUS_INTERRUPTED)
-        print(f"stopped by {stop} at the end of a training step; the checkpoint of the last finished epoch is "
-              f"intact; continue with --resume (same --out)", file=sys.stderr)
-        return EXIT_INTERRUPTED if stop.signum == signal.SIGINT else EXIT_TERMINATED
+        return report_stop(claim, stop)
     except records.WriteFailed as exc:
         # atomic_write removed its temporary file; the previous version of the file is untouched.
         claim.mark_summary(records.STATUS_FAILED)

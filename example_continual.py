@@ -30,7 +30,6 @@ weight decay. The paper's exact protocol is not published; these are our reading
 import argparse
 import math
 import os
-import signal
 import sys
 import time
 from types import SimpleNamespace
@@ -44,9 +43,9 @@ from training import continual, records, resume, trackers
 from training.cli import (Parser, UsageError, add_minimizer_flags, add_runtime_flags, argv_flags,
                           autocast_factory, batch_count, finite_float, flag_adder, integer, lookup,
                           model_name, positive_int, resolve_device, resolve_minimizer_hparams, HPARAM_FLAGS)
-from training.loop import StopRequested, evaluate, stop_signals, train_one_epoch
+from training.loop import StopRequested, report_stop, evaluate, stop_signals, train_one_epoch
 from training.plots import plot_continual
-from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
+from training.records import EXIT_COMPLETED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_USAGE
 
 # Settings a resumed run may change; every other one must stay what the run started with.
 RESUME_MAY_CHANGE = {"device", "data_dir", "download", "out", "resume", "compile"}
@@ -319,11 +318,7 @@ def main(argv=None):
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return EXIT_USAGE
     except StopRequested as stop:
-        # Raised at the end of a training step (or after an evaluation): the last checkpoint is intact.
-        claim.mark_summary(records.STATUS_INTERRUPTED)
-        print(f"stopped by {stop} at the end of a training step; the checkpoint of the last finished epoch is "
-              f"intact; continue with --resume (same --out)", file=sys.stderr)
-        return EXIT_INTERRUPTED if stop.signum == signal.SIGINT else EXIT_TERMINATED
+        return report_stop(claim, stop)
     except records.WriteFailed as exc:
         # atomic_write removed its temporary file; the previous version of the file is untouched.
         claim.mark_summary(records.STATUS_FAILED)

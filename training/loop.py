@@ -7,6 +7,7 @@ read every LOG_EVERY batches (and at the end), which is also where a non-finite 
 import bisect
 import math
 import signal
+import sys
 import time
 
 import torch
@@ -66,6 +67,16 @@ class StopSignals:
 
 
 stop_signals = StopSignals()  # signals are per process: one flag per process
+
+
+def report_stop(claim, stop):
+    """A StopRequested reached an entry point's main(): mark the run interrupted, say so in one line,
+    return the exit status (130 for Ctrl-C, 143 for SIGTERM/SIGUSR2)."""
+    # Raised at the end of a training step: the checkpoint of the last finished epoch is intact.
+    claim.mark_summary(records.STATUS_INTERRUPTED)
+    print(f"stopped by {stop} at the end of a training step; the checkpoint of the last finished epoch is "
+          f"intact; continue with --resume (same --out)", file=sys.stderr)
+    return records.EXIT_INTERRUPTED if stop.signum == signal.SIGINT else records.EXIT_TERMINATED
 
 
 def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, autocast, parallel=SINGLE_PROCESS):
