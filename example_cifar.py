@@ -274,7 +274,9 @@ def main(argv=None):
     claim = records.RunDirClaim()
     stop_signals.install()
     try:
-        return run(argv, claim)
+        exit_code = run(argv, claim)
+        distributed.close(synchronize=True)  # every rank got here: they leave the process group together
+        return exit_code
     except (UsageError, data.DataError) as exc:
         claim.abandon_if_unused()
         message = " ".join(str(exc).split())  # one line

@@ -35,6 +35,7 @@ communicates. Semantics (see the README, "One run on several GPUs"):
   only: no host sync inside a step). Evaluation splits the test set over the ranks.
 """
 import contextlib
+import gc
 import os
 from dataclasses import dataclass
 
@@ -153,10 +154,19 @@ class DataParallel:
             dist.barrier()
 
 
+def close(synchronize=False):
+    """Leave the process group, if this process joined one.
 
-def close():
-    """Leave the process group, if this process joined one."""
+    synchronize=True (every rank reached the same normal end: completed, diverged or stopped
+    together) first waits for all ranks, so that no rank tears down its connections while another
+    still uses them (rank 0 writes the figure and summary after the last collective). gc.collect()
+    then frees DDP's reducer, which sits in reference cycles with the model's gradient hooks and
+    holds gloo work objects and tensors: left to the interpreter's own teardown, their destruction
+    can abort the process ("terminate called without an active exception", SIGABRT)."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
+        gc.collect()
         dist.destroy_process_group()
 
 
