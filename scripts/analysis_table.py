@@ -6,7 +6,12 @@
 Columns: seeds, clean test accuracy (eta = 0, the run's final test accuracy), test accuracy at each
 noise level (mean ± std over seeds and draws), and per sharpness measure the mean ± std over seeds
 (loss on the fixed subset, worst-case loss increase per ball and radius, top Hessian eigenvalue,
-Hessian trace). Rows in the paper's minimizer order. Prints the table; --out also writes it.
+Hessian trace). Rows in the paper's minimizer order.
+
+With the noisy-weights CSV a second table follows: the accuracy lost to the noise, in points, per seed
+against that seed's own clean accuracy (clean minus the mean over draws), then mean ± std over seeds.
+It separates robustness from clean accuracy when the minimizers' clean accuracies differ.
+Prints the tables; --out also writes them.
 """
 import argparse
 import sys
@@ -64,9 +69,28 @@ def build_table(noisy=None, sharp=None):
             header.append(names.get(measure, f"worst-case Δloss {ball} r={radius:g}"))
             for label in labels:
                 rows[label].append(cell(part[part["label"] == label]["value"]))
+    return markdown(header, labels, rows)
+
+
+def markdown(header, labels, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join([label, *rows[label]]) + " |" for label in labels]
     return "\n".join(lines) + "\n"
+
+
+def drop_table(noisy):
+    """Accuracy lost to each noise level (points): per seed, clean minus the mean over draws; mean ± std over seeds."""
+    per_seed = noisy.groupby(["label", "seed", "eta"])["test_acc"].mean().unstack("eta")
+    if 0 not in per_seed.columns:
+        return ""
+    etas = [eta for eta in sorted(per_seed.columns) if eta != 0]
+    labels = minimizer_order(sorted(set(noisy["label"])))
+    header = ["minimizer", "seeds", *(f"accuracy lost, η={eta:g} (points)" for eta in etas)]
+    rows = {}
+    for label in labels:
+        seeds = per_seed.loc[label]
+        rows[label] = [str(len(seeds))] + [accuracy_cell(seeds[0] - seeds[eta]) for eta in etas]
+    return markdown(header, labels, rows)
 
 
 def main(argv=None):
@@ -81,6 +105,9 @@ def main(argv=None):
         noisy = read(args.noisy, ["label", "seed", "eta", "test_acc"]) if args.noisy else None
         sharp = read(args.sharpness, ["label", "seed", "measure", "ball", "radius", "value"]) if args.sharpness else None
         table = build_table(noisy, sharp)
+        drops = drop_table(noisy) if noisy is not None else ""
+        if drops:
+            table += "\n" + drops
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

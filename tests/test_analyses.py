@@ -216,8 +216,8 @@ def test_bad_input_one_line_exit_2_no_output(script, trained_runs, tmp_path, cap
 def test_analysis_table_means_over_seeds(tmp_path, capsys):
     import pandas as pd
     from scripts import analysis_table
-    noisy = pd.DataFrame({"label": ["SGD", "SGD", "SGD", "SAM"], "seed": [0, 1, 0, 0], "eta": [0.0, 0.0, 0.1, 0.0],
-                          "test_acc": [40.0, 42.0, 30.0, 45.0]})
+    noisy = pd.DataFrame({"label": ["SGD", "SGD", "SGD", "SGD", "SAM"], "seed": [0, 1, 0, 0, 0],
+                          "eta": [0.0, 0.0, 0.1, 0.1, 0.0], "test_acc": [40.0, 42.0, 30.0, 34.0, 45.0]})
     sharp = pd.DataFrame({"label": ["SGD", "SGD", "SAM"], "seed": [0, 1, 0], "measure": ["worst_case_increase"] * 3,
                           "ball": ["l2"] * 3, "radius": [0.05] * 3, "value": [0.1, 0.3, 0.05]})
     noisy.to_csv(tmp_path / "n.csv", index=False)
@@ -227,8 +227,11 @@ def test_analysis_table_means_over_seeds(tmp_path, capsys):
                                 "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
     assert lines[0].startswith("| minimizer | seeds | clean test acc (%) | acc, noise η=0.1 | worst-case Δloss l2 r=0.05")
-    assert lines[2] == "| SGD | 2 | 41.00 ± 1.41 | 30.00 | 0.2 ± 0.14 |"
+    assert lines[2] == "| SGD | 2 | 41.00 ± 1.41 | 32.00 ± 2.83 | 0.2 ± 0.14 |"
     assert lines[3] == "| SAM | 1 | 45.00 |  | 0.05 |"
+    # the drop table: each seed against its own clean accuracy, the mean over draws (seed 0: 40 - (30 + 34) / 2)
+    assert lines[5:8] == ["| minimizer | seeds | accuracy lost, η=0.1 (points) |", "|---|---|---|", "| SGD | 2 | 8.00 |"]
+    assert lines[8] == "| SAM | 1 |  |"
     assert analysis_table.main(["--noisy", str(tmp_path / "missing.csv")]) == 2
     capsys.readouterr()
 
