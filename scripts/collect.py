@@ -56,6 +56,13 @@ OPTIONAL_SUMMARY_FIELDS = list(CONTINUAL_METRICS) + ["tasks_completed"]
 LEADING = ["sweep", "dataset", "model", "minimizer", "rho", "k", "alpha", "epochs", "seed"]
 
 
+def shown_path(path):
+    """A run directory as the CSVs record it: relative to the working directory when it lies below it
+    (committed results then name no machine's paths), else absolute."""
+    relative = os.path.relpath(os.path.abspath(path))
+    return os.path.abspath(path) if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
+
+
 def find_run_dirs(roots):
     found = []
     for root in roots:
@@ -98,7 +105,7 @@ def read_metrics(path):
 def collect_run(run_dir, sweep, tsv_cache):
     """One row (dict) for one run directory, and the run's metrics DataFrame (or None)."""
     row = {"sweep": sweep, "run_name": os.path.basename(run_dir.rstrip(os.sep)),
-           "run_dir": os.path.abspath(run_dir)}
+           "run_dir": shown_path(run_dir)}
     problems = []
     config = summary = record = None
     for name in RUN_MARKERS:
@@ -248,7 +255,7 @@ def collect(roots, sweep, out_dir, quiet=False):
             row, metrics = collect_run(run_dir, sweep, tsv_cache)
         except Exception as e:  # never let one bad directory stop the collection
             row, metrics = {"sweep": sweep, "run_name": os.path.basename(run_dir), "status": "invalid",
-                            "run_dir": os.path.abspath(run_dir), "problem": f"{type(e).__name__}: {e}"}, None
+                            "run_dir": shown_path(run_dir), "problem": f"{type(e).__name__}: {e}"}, None
         rows.append(row)
         if metrics is not None and len(metrics):
             curves.append((row, metrics))

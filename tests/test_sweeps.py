@@ -126,6 +126,17 @@ def test_collect_values(synthetic, tmp_path, capsys):
     assert set(curves.columns) >= {"run_name", "minimizer", "seed", "epoch", "test_acc", "train_loss", "status"}
     printed = capsys.readouterr().out
     assert "11 runs" in printed and "crashed:" in printed and "garbage" in printed
+    # run directories outside the working directory are recorded absolute ...
+    assert row["run_dir"] == str(synthetic / "a_lb_s1")
+
+
+def test_collect_records_run_dirs_below_the_working_directory_relative(synthetic, tmp_path, monkeypatch, capsys):
+    """... and below it, relative: committed results name no machine's paths."""
+    monkeypatch.chdir(synthetic.parent)
+    assert collect.main([synthetic.name, "--out", "res", "--quiet"]) == 0
+    runs = pd.read_csv(os.path.join("res", "runs.csv"))
+    assert sorted(runs["run_dir"])[0] == os.path.join(synthetic.name, "a_lb_s0")
+    assert not any(os.path.isabs(path) for path in runs["run_dir"])
 
 
 def test_collect_single_seed_std_empty_and_errors(tmp_path, capsys):
