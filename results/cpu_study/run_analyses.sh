@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Analyses of the CPU-scale study's 18 checkpoints (run after run_study.sh): robustness to weight
-# noise and sharpness, side by side (one CPU thread each), about 15 minutes on 2 idle cores.
+# noise and sharpness, side by side (one CPU thread each): about 5 and 30 minutes on 2 cores.
 #
 #   bash results/cpu_study/run_analyses.sh RUNS_DIR OUT_DIR
 set -u
