@@ -59,8 +59,9 @@ LEADING = ["sweep", "dataset", "model", "minimizer", "rho", "k", "alpha", "epoch
 def shown_path(path):
     """A run directory as the CSVs record it: relative to the working directory when it lies below it
     (committed results then name no machine's paths), else absolute."""
-    relative = os.path.relpath(os.path.abspath(path))
-    return os.path.abspath(path) if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
 
 
 def find_run_dirs(roots):

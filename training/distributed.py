@@ -157,8 +157,8 @@ class DataParallel:
 def close(synchronize=False):
     """Leave the process group, if this process joined one.
 
-    synchronize=True (every rank reached the same normal end: completed, diverged or stopped
-    together) first waits for all ranks, so that no rank tears down its connections while another
+    synchronize=True (every rank returned normally from the run: completed or diverged, which all
+    ranks decide together) first waits for all ranks, so that no rank tears down its connections while another
     still uses them (rank 0 writes the figure and summary after the last collective). gc.collect()
     then frees DDP's reducer, which sits in reference cycles with the model's gradient hooks and
     holds gloo work objects and tensors: left to the interpreter's own teardown, their destruction
