@@ -83,6 +83,9 @@ def build_parser():
     flag("seed", default=0, type=integer, help="model init and data order (default %(default)s)")
     add_runtime_flags(flag)
     distributed.add_distributed_flags(flag)
+    flag("augment", default=True, action=argparse.BooleanOptionalAction,
+         help="random crop (4 px zero padding) + horizontal flip of the training images (default, the "
+              "authors' recipe); --no-augment trains on the images as stored")
     flag("train_subset", default=None, type=batch_count, help="train on the first N training images only (quick runs)")
     flag("out", default=None, help="run directory (default: runs/<dataset>_<model>_<minimizer>[_hparams]_s<seed>)")
     flag("resume", default=False, action="store_true", help="continue the run in --out from its checkpoint")

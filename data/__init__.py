@@ -255,8 +255,11 @@ def _kept_batches(count, batch_size, world_size):
             if start == 0 or count - start >= min(smallest, batch_size)]
 
 
-def train_shards(dataset, batch_size, seed, epoch, channels_last=False, rank=0, world_size=1):
+def train_shards(dataset, batch_size, seed, epoch, channels_last=False, rank=0, world_size=1, augment=True):
     """Yield (normalised augmented inputs, labels, images in the global batch) for one shuffled epoch.
+
+    augment=False skips the crop and flip (the images as stored); the permutation, hence the data
+    order of a seed, is the same either way.
 
     batch_size is the global batch; with world_size > 1 each global batch is cut into world_size
     contiguous shards of the epoch's permutation and this yields rank's shard, so the ranks together
@@ -270,20 +273,22 @@ def train_shards(dataset, batch_size, seed, epoch, channels_last=False, rank=0, 
         batch_images = min(batch_size, count - start)
         begin, end = shard_bounds(batch_images, rank, world_size)
         index = permutation[start + begin:start + end]
-        images = augment_batch(dataset.train_images[index], offsets[index], flips[index])
+        images = dataset.train_images[index]
+        if augment:
+            images = augment_batch(images, offsets[index], flips[index])
         inputs = normalize(images, dataset.mean, dataset.std)
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         yield inputs, dataset.train_labels[index], batch_images
 
 
-def train_batches(dataset, batch_size, seed, epoch, channels_last=False):
+def train_batches(dataset, batch_size, seed, epoch, channels_last=False, augment=True):
     """Yield (normalised augmented inputs, labels) for one shuffled training epoch (one process).
 
     The last partial batch is kept (drop_last=False, as the authors' DataLoader), except a final
     batch of a single image, which BatchNorm cannot train on; it is skipped for that epoch.
     """
-    for inputs, labels, _ in train_shards(dataset, batch_size, seed, epoch, channels_last):
+    for inputs, labels, _ in train_shards(dataset, batch_size, seed, epoch, channels_last, augment=augment):
         yield inputs, labels
 
 

@@ -191,6 +191,18 @@ def test_epoch_randomness_is_deterministic_per_seed_and_epoch(sample):
     assert torch.equal(labels, sample.train_labels[permutation])
 
 
+def test_no_augment_yields_the_stored_images_in_the_same_order(sample):
+    """--no-augment: the permutation of the seed and epoch, each image only normalised (no crop, no flip)."""
+    permutation, _, _ = data.epoch_randomness(5000, 3, 2)
+    plain = [(x.clone(), y.clone()) for x, y in data.train_batches(sample, 500, 3, 2, augment=False)]
+    augmented = [y for _, y in data.train_batches(sample, 500, 3, 2)]
+    inputs, labels = torch.cat([x for x, _ in plain]), torch.cat([y for _, y in plain])
+    reference = TF.normalize(sample.train_images[permutation].float() / 255, data.CIFAR10_MEAN, data.CIFAR10_STD)
+    assert torch.allclose(inputs, reference, atol=1e-6)
+    assert torch.equal(labels, sample.train_labels[permutation])
+    assert torch.equal(labels, torch.cat(augmented))  # the same data order as with augmentation
+
+
 def test_last_partial_batch_is_kept_but_not_a_single_image():
     dataset = synthetic_dataset(coded_images(10))
     assert [len(y) for _, y in data.train_batches(dataset, 4, 0, 1)] == [4, 4, 2]

@@ -100,7 +100,7 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, auto
     param_groups = minimizer.param_groups
     epoch_lrs = [group["lr"] for group in param_groups]   # the schedule's rates for this epoch
     batches = data.train_shards(dataset, args.batch_size, args.seed, epoch, args.channels_last,
-                                parallel.rank, world_size)
+                                parallel.rank, world_size, augment=getattr(args, "augment", True))
     for index, (inputs, targets, batch_images) in enumerate(batches, start=1):
         factor = warmup_factor(args, epoch, index, num_batches)
         if factor is not None:  # host arithmetic only; the scheduler restores the rates at the epoch's end
