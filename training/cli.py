@@ -11,16 +11,13 @@ import torch
 
 import minimizers
 import models
+from training.records import UsageError  # noqa: F401  (re-exported: the entry points' user error)
 from minimizers.sampa import SAMPA_BN_POLICIES   # every policy (SAMPa accepts one more)
 
 # Minimizer hyperparameters that have their own flag; each is passed to minimizers.create only
 # if the chosen minimizer accepts it (minimizers.hparams(name)), else it is ignored with a note.
 HPARAM_FLAGS = ("rho", "eta", "k", "alpha", "bn_policy", "passes", "minibatch_switching",
                 "descent_gradient", "split_rho")
-
-
-class UsageError(Exception):
-    """Bad command-line input or run-directory state: reported as one line, exit status 2."""
 
 
 class Parser(argparse.ArgumentParser):

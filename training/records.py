@@ -117,6 +117,12 @@ def read_accuracy_matrix(path):
         raise RecordError(f"cannot read accuracy matrix {path} ({exc})") from None
 
 
+class UsageError(Exception):
+    """The one user error of the training scripts and of scripts/: bad flags or settings, missing or
+    unusable input, a busy or foreign run directory. Reported as one line "error: ..." on stderr with
+    exit status EXIT_USAGE, no traceback, nothing written."""
+
+
 class RecordError(Exception):
     """A record that cannot be read (missing, corrupt): reported as one line."""
 
