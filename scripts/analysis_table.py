@@ -18,7 +18,8 @@ import sys
 
 import pandas as pd
 
-from scripts.common import UserError, minimizer_order, write_atomic
+from scripts.common import minimizer_order, write_atomic
+from training.records import UsageError
 
 
 def cell(values):
@@ -41,10 +42,10 @@ def read(path, need):
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read {path} ({exc})") from None
+        raise UsageError(f"cannot read {path} ({exc})") from None
     missing = [c for c in need if c not in frame.columns]
     if missing:
-        raise UserError(f"{path} lacks the columns {', '.join(missing)}")
+        raise UsageError(f"{path} lacks the columns {', '.join(missing)}")
     return frame
 
 
@@ -101,14 +102,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if not args.noisy and not args.sharpness:
-            raise UserError("give --noisy and/or --sharpness")
+            raise UsageError("give --noisy and/or --sharpness")
         noisy = read(args.noisy, ["label", "seed", "eta", "test_acc"]) if args.noisy else None
         sharp = read(args.sharpness, ["label", "seed", "measure", "ball", "radius", "value"]) if args.sharpness else None
         table = build_table(noisy, sharp)
         drops = drop_table(noisy) if noisy is not None else ""
         if drops:
             table += "\n" + drops
-    except UserError as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(table, end="")

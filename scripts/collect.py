@@ -34,9 +34,9 @@ import sys
 
 import pandas as pd
 
-from scripts.common import UserError, write_atomic
+from scripts.common import write_atomic
 from training import records
-from training.records import CONTINUAL_METRICS, METRIC_COLUMNS
+from training.records import CONTINUAL_METRICS, METRIC_COLUMNS, UsageError
 
 RUN_MARKERS = (records.CONFIG_FILE, records.SUMMARY_FILE, records.SWEEP_RECORD_FILE)
 # config.json keys that are not settings of the experiment (they may differ between seeds/machines).
@@ -68,7 +68,7 @@ def find_run_dirs(roots):
     found = []
     for root in roots:
         if not os.path.isdir(root):
-            raise UserError(f"run root {root!r} is not a directory")
+            raise UsageError(f"run root {root!r} is not a directory")
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             if any(m in filenames for m in RUN_MARKERS):
@@ -248,7 +248,7 @@ def repo_root():
 def collect(roots, sweep, out_dir, quiet=False):
     run_dirs = find_run_dirs(roots)
     if not run_dirs:
-        raise UserError(f"no run directories (with config.json / summary.json / sweep_status.json) "
+        raise UsageError(f"no run directories (with config.json / summary.json / sweep_status.json) "
                         f"under {', '.join(roots)}")
     rows, curves, tsv_cache = [], [], {}
     for run_dir in run_dirs:
@@ -317,7 +317,7 @@ def main(argv=None):
     out = args.out or os.path.join(repo_root(), "results", sweep)
     try:
         collect(args.roots, sweep, out, quiet=args.quiet)
-    except UserError as e:
+    except UsageError as e:
         print(f"collect.py: error: {e}", file=sys.stderr)
         return 2
     return 0

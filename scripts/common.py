@@ -1,13 +1,19 @@
-"""Helpers shared by scripts/collect.py, tables.py, figures.py and benchmark.py.
+"""Helpers shared by scripts/collect.py, tables.py, figures.py, the analyses and benchmark.py.
 
 Import as ``from scripts.common import ...``; the scripts therefore run as modules from the
 repository root (``python -m scripts.collect ...``).
+
+A user error (bad flags, missing or unusable input) is training.records.UsageError, the project's one
+user-error exception: run_main turns it into one line "error: <message>" on stderr and exit status
+records.EXIT_USAGE (2), no traceback, nothing written.
 """
 import os
+import sys
 
 import pandas as pd
 
-from training.records import atomic_write
+from training import records
+from training.records import UsageError, atomic_write
 
 # Minimizers in the paper's order; others are listed after them, alphabetically.
 ORDER = ["SGD", "SAM", "ASAM", "Multistep_SAM", "Multistep_ASAM", "Lookahead_SGD", "Lookahead_SAM",
@@ -18,8 +24,18 @@ MODEL_NAMES = {"resnet20": "ResNet-20", "resnet34": "ResNet-34", "resnet50": "Re
                "reduced_resnet18": "reduced ResNet-18"}
 
 
-class UserError(Exception):
-    """An error the user can act on: printed as one line, exit status 2."""
+def usage_error_exit(exc):
+    """Print a UsageError as the one line "error: <message>" on stderr; the exit status to return."""
+    print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+    return records.EXIT_USAGE
+
+
+def run_main(run, argv):
+    """Call run(argv); one line "error: ..." and exit status 2 for a UsageError."""
+    try:
+        return run(argv)
+    except UsageError as exc:
+        return usage_error_exit(exc)
 
 
 def display_minimizer(name):
@@ -45,14 +61,14 @@ def write_atomic(path, data):
 
 
 def apply_where(df, where, source="the CSV"):
-    """Keep the rows matching every COLUMN=VALUE in where (numbers compared as numbers); UserError
+    """Keep the rows matching every COLUMN=VALUE in where (numbers compared as numbers); UsageError
     if a condition is malformed or names no column, or if no row is left."""
     for cond in where or []:
         if "=" not in cond:
-            raise UserError(f"--where {cond!r}: expected COLUMN=VALUE")
+            raise UsageError(f"--where {cond!r}: expected COLUMN=VALUE")
         col, value = cond.split("=", 1)
         if col not in df.columns:
-            raise UserError(f"--where {cond!r}: no column {col!r} in {source}")
+            raise UsageError(f"--where {cond!r}: no column {col!r} in {source}")
         try:
             target = float(value)
             mask = pd.to_numeric(df[col], errors="coerce").sub(target).abs() < 1e-12
@@ -60,7 +76,7 @@ def apply_where(df, where, source="the CSV"):
             mask = df[col].astype(str) == value
         df = df[mask]
     if where and df.empty:
-        raise UserError(f"no rows in {source} left after --where {' '.join(where)}")
+        raise UsageError(f"no rows in {source} left after --where {' '.join(where)}")
     return df
 
 

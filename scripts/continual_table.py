@@ -28,9 +28,9 @@ import sys
 
 import pandas as pd
 
-from scripts.common import UserError, display_minimizer, display_model, minimizer_order, write_atomic
+from scripts.common import display_minimizer, display_model, minimizer_order, write_atomic
 from scripts.tables import fnum, latex_escape, notes
-from training.records import ACCURACY_MATRIX_FILE, CONTINUAL_METRICS, RecordError, read_accuracy_matrix
+from training.records import ACCURACY_MATRIX_FILE, CONTINUAL_METRICS, RecordError, UsageError, read_accuracy_matrix
 
 LABELS = {"average_accuracy": "A (avg. accuracy)", "forgetting": "F (forgetting)",
           "learning_accuracy": "LA (learning accuracy)"}
@@ -42,15 +42,15 @@ def read_results(results_dir, where_benchmark=None):
     grouped_path, runs_path = (os.path.join(results_dir, name) for name in ("grouped.csv", "runs.csv"))
     for path in (grouped_path, runs_path):
         if not os.path.isfile(path):
-            raise UserError(f"{path} not found (run python -m scripts.collect on the run directories first)")
+            raise UsageError(f"{path} not found (run python -m scripts.collect on the run directories first)")
     grouped, runs = pd.read_csv(grouped_path), pd.read_csv(runs_path)
     need = [f"{metric}_{stat}" for metric in CONTINUAL_METRICS for stat in ("mean", "std", "n")]
     if any(column not in grouped.columns for column in need) or "benchmark" not in grouped.columns:
-        raise UserError(f"{grouped_path} has no A/F/LA columns: not collected from example_continual.py runs")
+        raise UsageError(f"{grouped_path} has no A/F/LA columns: not collected from example_continual.py runs")
     grouped = grouped.dropna(subset=["minimizer", "benchmark"])
     runs = runs.dropna(subset=["minimizer"])
     if grouped.duplicated(["benchmark", "model", "minimizer"]).any():
-        raise UserError(f"several settings per benchmark/model/minimizer in {grouped_path}; collect one "
+        raise UsageError(f"several settings per benchmark/model/minimizer in {grouped_path}; collect one "
                         f"setting per results directory")
     return grouped, runs
 
@@ -217,7 +217,7 @@ def gather_matrices(runs):
         try:
             matrix = read_accuracy_matrix(path)
         except RecordError as exc:
-            raise UserError(str(exc)) from None
+            raise UsageError(str(exc)) from None
         for i, row in enumerate(matrix):
             for j, value in enumerate(row):
                 rows.append({"benchmark": run["benchmark"], "model": run["model"], "minimizer": run["minimizer"],
@@ -278,7 +278,7 @@ def main(argv=None):
         table = cells(grouped)
         paired = {base: paired_differences(runs, base) for base in args.paired}
         matrices = gather_matrices(runs)
-    except UserError as exc:
+    except UsageError as exc:
         print(f"continual_table.py: error: {exc}", file=sys.stderr)
         return 2
     md = markdown(table, grouped, args.digits, paired)

@@ -36,8 +36,9 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from scripts.common import (UserError, apply_where, display_dataset, display_minimizer,  # noqa: E402
+from scripts.common import (apply_where, display_dataset, display_minimizer,  # noqa: E402
                             display_model, epochs_text, minimizer_order, write_atomic)
+from training.records import UsageError  # noqa: E402
 
 COLORS = {"SGD": "#7f7f7f", "SAM": "#1f77b4", "ASAM": "#17becf", "Multistep_SAM": "#2ca02c",
           "Multistep_ASAM": "#bcbd22", "Lookahead_SAM": "#9467bd", "Lookahead_ASAM": "#e377c2",
@@ -51,14 +52,14 @@ def fmt_num(v):
 
 def read_csv(path, need):
     if not os.path.isfile(path):
-        raise UserError(f"{path} not found (run python -m scripts.collect first)")
+        raise UsageError(f"{path} not found (run python -m scripts.collect first)")
     df = pd.read_csv(path)
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise UserError(f"{path} lacks columns {', '.join(missing)}")
+        raise UsageError(f"{path} lacks columns {', '.join(missing)}")
     df = df.dropna(subset=["dataset", "model", "minimizer"])  # e.g. unreadable run dirs
     if df.empty:
-        raise UserError(f"{path} has no rows")
+        raise UsageError(f"{path} has no rows")
     return df
 
 
@@ -117,7 +118,7 @@ def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=No
     df = apply_where(df, where, "grouped.csv")
     lb = df[df["minimizer"].astype(str).str.startswith("Lookbehind")]
     if lb.empty:
-        raise UserError("no Lookbehind runs in grouped.csv: the k x alpha heatmap needs them")
+        raise UsageError("no Lookbehind runs in grouped.csv: the k x alpha heatmap needs them")
     paths = []
     for (dataset, model), part in lb.groupby(["dataset", "model"], sort=True):
         minimizers = minimizer_order(sorted(part["minimizer"].unique()))
@@ -126,7 +127,7 @@ def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=No
             m = part[part["minimizer"] == minimizer]
             dup = m.duplicated(["k", "alpha"], keep=False)
             if dup.any():
-                raise UserError(f"{dataset}/{model}/{minimizer}: several settings per (k, alpha) "
+                raise UsageError(f"{dataset}/{model}/{minimizer}: several settings per (k, alpha) "
                                 f"(e.g. rho or epochs differ); select one with --where")
             ks = sorted(m["k"].dropna().unique())
             alphas = sorted(m["alpha"].dropna().unique(), key=lambda a: (float(a) == -1, float(a)))
@@ -180,7 +181,7 @@ def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None)
     df = apply_where(df, where, "grouped.csv")
     df = df[df["rho"].notna()]
     if df.empty:
-        raise UserError("no runs with a rho in grouped.csv")
+        raise UsageError("no runs with a rho in grouped.csv")
     paths = []
     for (dataset, model), part in df.groupby(["dataset", "model"], sort=True):
         fams = [("SAM-type", part[~part["minimizer"].astype(str).str.contains("ASAM")]),
@@ -192,7 +193,7 @@ def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None)
                 m = f[f["minimizer"] == minimizer]
                 others = [c for c in ("k", "alpha", "epochs") if c in m.columns and m[c].nunique() > 1]
                 if m.duplicated(["rho"], keep=False).any():
-                    raise UserError(f"{dataset}/{model}/{minimizer}: several settings per rho "
+                    raise UsageError(f"{dataset}/{model}/{minimizer}: several settings per rho "
                                     f"(differ in {', '.join(others) or 'other columns'}); select one with --where")
                 m = m.sort_values("rho")
                 ok = m[m[mean_c].notna()]
@@ -234,7 +235,7 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
     if minimizers:
         df = df[df["minimizer"].isin(minimizers)]
         if df.empty:
-            raise UserError(f"no curves for minimizers {', '.join(minimizers)}")
+            raise UsageError(f"no curves for minimizers {', '.join(minimizers)}")
     if "status" in df.columns:
         done = df[df["status"] == "completed"]
         if not done.empty:
@@ -300,7 +301,7 @@ def fig_alpha(results, out_dir, formats=("png", "pdf"), where=None):
     df = apply_where(df, where, "curves.csv")
     df = df[pd.to_numeric(df["alpha_mean"], errors="coerce").notna()]
     if df.empty:
-        raise UserError("curves.csv has no adaptive-alpha values (runs with --alpha -1 write alpha_mean)")
+        raise UsageError("curves.csv has no adaptive-alpha values (runs with --alpha -1 write alpha_mean)")
     paths = []
     for (dataset, model), part in df.groupby(["dataset", "model"], sort=True):
         part = part.copy()
@@ -349,7 +350,7 @@ def main(argv=None):
             paths = fig_alpha(args.results, out, formats, args.where)
         else:
             paths = fig_curves(args.results, out, formats, args.where, args.minimizers)
-    except UserError as e:
+    except UsageError as e:
         print(f"figures.py: error: {e}", file=sys.stderr)
         return 2
     for p in paths:

@@ -27,10 +27,11 @@ import time
 import pandas as pd
 import torch
 
-from scripts.common import UserError, minimizer_order, write_atomic
-from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid, run_main
+from scripts.common import minimizer_order, run_main, write_atomic
+from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid
 from training.cli import Parser, autocast_factory, positive_int, resolve_device
 from training.loop import test_sums
+from training.records import UsageError
 
 NOISE_MODELS = ("additive", "multiplicative")
 
@@ -121,7 +122,7 @@ def plot(frame, path, noise):
 def run(argv):
     args = build_parser().parse_args(argv)
     if not args.eta:
-        raise UserError("--eta: the grid is empty")
+        raise UsageError("--eta: the grid is empty")
     etas = sorted(set(args.eta))
     device = resolve_device(args.device)
     channels_last = device.type == "cpu" if args.channels_last is None else args.channels_last

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 import data
-from scripts.common import UserError, minimizer_order, write_atomic
-from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid, run_main
+from scripts.common import minimizer_order, run_main, write_atomic
+from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid
 from training.cli import Parser, autocast_factory, finite_float, integer, positive_int, resolve_device
+from training.records import UsageError
 
 BALLS = ("l2", "asam")
 
@@ -215,7 +216,7 @@ def training_subset(dataset, images, seed, batch_size, channels_last):
     """A fixed, seeded subset of the training images, normalised, no augmentation, as device batches."""
     count = dataset.train_labels.shape[0]
     if images > count:
-        raise UserError(f"--images {images}: the run trained on {count} images")
+        raise UsageError(f"--images {images}: the run trained on {count} images")
     index = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:images].to(dataset.train_labels.device)
     inputs = data.normalize(dataset.train_images[index], dataset.mean, dataset.std)
     if channels_last:
@@ -289,7 +290,7 @@ def plot(frame, path):
 def run(argv):
     args = build_parser().parse_args(argv)
     if args.power_iterations < 0 or args.trace_samples < 0:
-        raise UserError("--power_iterations and --trace_samples must be >= 0")
+        raise UsageError("--power_iterations and --trace_samples must be >= 0")
     device = resolve_device(args.device)
     channels_last = device.type == "cpu" if args.channels_last is None else args.channels_last
     autocast = autocast_factory(device, args.precision)

@@ -27,47 +27,48 @@ import sys
 
 import pandas as pd
 
-from scripts.common import (UserError, apply_where, display_dataset, display_minimizer, display_model,
+from scripts.common import (apply_where, display_dataset, display_minimizer, display_model,
                             epochs_text, minimizer_order, write_atomic)
+from training.records import UsageError
 
 
 def read_grouped(path, metric, where):
     if not os.path.isfile(path):
-        raise UserError(f"{path} not found (run python -m scripts.collect first)")
+        raise UsageError(f"{path} not found (run python -m scripts.collect first)")
     df = pd.read_csv(path)
     need = ["dataset", "model", "minimizer", f"{metric}_test_acc_mean", f"{metric}_test_acc_std",
             f"{metric}_test_acc_n", "n_runs", "n_diverged", "n_failed"]
     missing = [c for c in need if c not in df.columns]
     if missing:
-        raise UserError(f"{path} lacks columns {', '.join(missing)} (is it a grouped.csv from collect.py?)")
+        raise UsageError(f"{path} lacks columns {', '.join(missing)} (is it a grouped.csv from collect.py?)")
     df = df.dropna(subset=["dataset", "model", "minimizer"])  # e.g. unreadable run dirs
     df = apply_where(df, where, os.path.basename(path))
     if df.empty:
-        raise UserError(f"no rows in {path}")  # (apply_where reports an empty --where selection)
+        raise UsageError(f"no rows in {path}")  # (apply_where reports an empty --where selection)
     dup = df.duplicated(["dataset", "model", "minimizer"], keep=False)
     if dup.any():
         varying = [c for c in df.columns if c not in need and not c.endswith(("_mean", "_std", "_n"))
                    and c not in ("seeds", "n_completed")
                    and df[dup].groupby(["dataset", "model", "minimizer"])[c].nunique(dropna=False).max() > 1]
-        raise UserError(f"several settings per dataset/model/minimizer in {path} (they differ in "
+        raise UsageError(f"several settings per dataset/model/minimizer in {path} (they differ in "
                         f"{', '.join(varying) or 'unknown columns'}); pick one with --where COLUMN=VALUE")
     return df
 
 
 def read_paper(path):
     if not os.path.isfile(path):
-        raise UserError(f"paper reference file {path} not found")
+        raise UsageError(f"paper reference file {path} not found")
     ref = pd.read_csv(path, comment="#")
     missing = [c for c in ("dataset", "model", "minimizer", "acc") if c not in ref.columns]
     if missing:
-        raise UserError(f"{path} lacks columns {', '.join(missing)} (need dataset,model,minimizer,acc[,std])")
+        raise UsageError(f"{path} lacks columns {', '.join(missing)} (need dataset,model,minimizer,acc[,std])")
     out = {}
     for _, r in ref.iterrows():
         std = r["std"] if "std" in ref.columns else float("nan")
         try:
             out[paper_key(r["dataset"], r["model"], r["minimizer"])] = (float(r["acc"]), float(std))
         except (TypeError, ValueError):
-            raise UserError(f"{path}: acc/std must be numbers (row {dict(r)})") from None
+            raise UsageError(f"{path}: acc/std must be numbers (row {dict(r)})") from None
     return out
 
 
@@ -235,7 +236,7 @@ def main(argv=None):
     out_dir = args.out or os.path.dirname(os.path.abspath(grouped))
     try:
         md, tex = make_tables(grouped, args.metric, args.digits, args.paper, args.where)
-    except UserError as e:
+    except UsageError as e:
         print(f"tables.py: error: {e}", file=sys.stderr)
         return 2
     write_atomic(os.path.join(out_dir, f"table_{args.metric}.md"), md)

@@ -4,7 +4,7 @@ A run directory (example_cifar.py's records) gives the model at its evaluation w
 and minimizer are rebuilt from config.json, checkpoint.pt is loaded into both, and the weights are
 taken inside ``minimizer.evaluation_weights()`` (Lookbehind's slow weights even when the checkpoint
 was written in the middle of an outer step, as with minibatch switching). Everything a user can get
-wrong (no checkpoint, a checkpoint of another model, missing data) is a scripts.common.UserError.
+wrong (no checkpoint, a checkpoint of another model, missing data) is a scripts.common.UsageError.
 """
 import argparse
 import math
@@ -16,8 +16,9 @@ import torch
 import data
 import minimizers
 import models
-from scripts.common import UserError, display_minimizer
+from scripts.common import display_minimizer
 from training import records
+from training.records import UsageError
 
 
 @dataclass
@@ -42,14 +43,14 @@ def load_run(run_dir, device, channels_last=False):
     config_path = os.path.join(run_dir, records.CONFIG_FILE)
     checkpoint_path = os.path.join(run_dir, records.CHECKPOINT_FILE)
     if not os.path.isdir(run_dir):
-        raise UserError(f"{run_dir}: no such run directory")
+        raise UsageError(f"{run_dir}: no such run directory")
     if not os.path.isfile(checkpoint_path):
-        raise UserError(f"{run_dir}: no {records.CHECKPOINT_FILE} (not a run directory, or no epoch finished yet)")
+        raise UsageError(f"{run_dir}: no {records.CHECKPOINT_FILE} (not a run directory, or no epoch finished yet)")
     try:
         config = records.read_json(config_path, "run config")
         state = records.load_checkpoint(checkpoint_path, device)
     except records.RecordError as exc:
-        raise UserError(str(exc)) from None
+        raise UsageError(str(exc)) from None
     try:
         num_classes = data.DATASETS[config["dataset"]]["num_classes"]
         model = models.create_model(config["model"], num_classes).to(device)
@@ -57,12 +58,12 @@ def load_run(run_dir, device, channels_last=False):
                                     weight_decay=config["weight_decay"])
         minimizer = minimizers.create(config["minimizer"], model, optimizer, **config["minimizer_hparams"])
     except (KeyError, ValueError, TypeError) as exc:
-        raise UserError(f"{config_path}: not a usable run config ({records.one_line(exc)})") from None
+        raise UsageError(f"{config_path}: not a usable run config ({records.one_line(exc)})") from None
     try:
         model.load_state_dict(state["model"])
         minimizer.load_state_dict(state["minimizer"])
     except (RuntimeError, KeyError, ValueError) as exc:
-        raise UserError(f"{checkpoint_path} does not hold a {config['model']} trained with {config['minimizer']} "
+        raise UsageError(f"{checkpoint_path} does not hold a {config['model']} trained with {config['minimizer']} "
                         f"as config.json says ({records.one_line(exc)})") from None
     with minimizer.evaluation_weights():
         weights = {key: value.clone() for key, value in model.state_dict().items()}
@@ -80,7 +81,7 @@ def load_data(config, device, data_dir=None):
         return data.load_dataset(config["dataset"], data_dir or config.get("data_dir", "./data"), device,
                                  config.get("train_subset"), download=False)
     except data.DataError as exc:
-        raise UserError(f"{exc} (pass --data_dir to point at the run's data)") from None
+        raise UsageError(f"{exc} (pass --data_dir to point at the run's data)") from None
 
 
 def nonnegative_grid(name):
@@ -125,15 +126,3 @@ def add_common_flags(parser, default_out):
 
 def figure_path(csv_path):
     return os.path.splitext(csv_path)[0] + ".png"
-
-
-def run_main(run, argv):
-    """Call run(argv); one-line 'error: ...' and exit 2 for anything the user can fix."""
-    import sys
-
-    from training.cli import UsageError
-    try:
-        return run(argv)
-    except (UsageError, UserError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return records.EXIT_USAGE

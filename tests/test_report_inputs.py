@@ -1,0 +1,42 @@
+"""The report scripts and the post-training analyses refuse bad input with one clear line.
+
+The project's convention (training/records.py): a user error is records.UsageError, printed as one line
+"error: <message>" on stderr, exit status records.EXIT_USAGE (2), no traceback, nothing written.
+Checked here for scripts/collect.py, tables.py, figures.py, continual_table.py, analysis_table.py,
+noisy_weights.py and sharpness.py (their numbers: tests/test_sweeps.py, tests/test_analyses.py).
+"""
+import os
+
+import pandas as pd
+import pytest
+
+from scripts import common
+from training import records
+
+
+def one_error_line(capsys, fragment=""):
+    """The captured stderr is one line 'error: ...' holding fragment; returns that line."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], err
+    assert "Traceback" not in err and "usage:" not in err, err
+    return lines[0]
+
+
+def files_under(path):
+    return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, names in os.walk(path) for f in names)
+
+
+# ------------------------------------------------------------------------------- one user error
+def test_the_scripts_raise_the_projects_one_user_error(capsys):
+    assert not hasattr(common, "UserError")
+    frame = pd.DataFrame({"a": [1, 2]})
+    with pytest.raises(records.UsageError, match="expected COLUMN=VALUE"):
+        common.apply_where(frame, ["a"])
+    with pytest.raises(records.UsageError, match="no column 'b'"):
+        common.apply_where(frame, ["b=1"])
+
+    def fails(argv):
+        raise records.UsageError("bad\ninput")
+    assert common.run_main(fails, []) == records.EXIT_USAGE == 2
+    assert one_error_line(capsys) == "error: bad input"
