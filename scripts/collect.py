@@ -54,6 +54,11 @@ STAT_FIELDS = ["final_test_acc", "best_test_acc", "wall_seconds"]
 OPTIONAL_SUMMARY_FIELDS = list(CONTINUAL_METRICS) + ["tasks_completed"]
 # Settings listed first (in this order) in the CSVs; others follow alphabetically.
 LEADING = ["sweep", "dataset", "model", "minimizer", "rho", "k", "alpha", "epochs", "seed"]
+# grouped.csv's n_running counts these (not finished, or not yet); n_failed every other unfinished status
+NOT_FINISHED = (records.STATUS_RUNNING, records.STATUS_INCOMPLETE)
+# statuses listed one run a line after the summary
+REPORTED_STATUSES = (records.STATUS_CRASHED, records.STATUS_INTERRUPTED, records.STATUS_INCOMPLETE,
+                     records.STATUS_INVALID)
 
 
 def shown_path(path):
@@ -176,7 +181,7 @@ def collect_run(run_dir, sweep, tsv_cache):
     if status == records.STATUS_INCOMPLETE and config is None and summary is None:
         status = records.STATUS_INVALID
     if r_status == records.STATUS_COMPLETED and s_status != records.STATUS_COMPLETED:
-        problems.append("exit 0 recorded but summary.json is not 'completed'")
+        problems.append(f"exit 0 recorded but summary.json is not {records.STATUS_COMPLETED!r}")
     row["status"] = status
     row["exit_code"] = exit_code
     if row.get("wall_seconds") is None and record is not None:
@@ -224,15 +229,15 @@ def group_runs(runs):
         out = {k: part[k].iloc[0] for k in keys}
         status = part["status"]
         out["n_runs"] = len(part)
-        out["n_completed"] = int((status == "completed").sum())
-        out["n_diverged"] = int((status == "diverged").sum())
-        out["n_running"] = int(status.isin(["running", "incomplete"]).sum())  # not finished (yet)
+        out["n_completed"] = int((status == records.STATUS_COMPLETED).sum())
+        out["n_diverged"] = int((status == records.STATUS_DIVERGED).sum())
+        out["n_running"] = int(status.isin(NOT_FINISHED).sum())  # not finished (yet)
         out["n_failed"] = int(len(part) - out["n_completed"] - out["n_diverged"] - out["n_running"])
         if "seed" in part.columns:
             seeds = sorted(part["seed"].dropna().tolist(), key=lambda s: (str(type(s)), s))
             out["seeds"] = " ".join(str(int(s)) if isinstance(s, float) and s.is_integer() else str(s)
                                     for s in seeds)
-        done = part[status == "completed"]
+        done = part[status == records.STATUS_COMPLETED]
         for field in STAT_FIELDS + [f for f in CONTINUAL_METRICS if f in runs.columns]:
             values = done[field].tolist() if field in done.columns else []
             out[f"{field}_mean"], out[f"{field}_std"], out[f"{field}_n"] = _stats(values)
@@ -255,7 +260,7 @@ def collect(roots, sweep, out_dir, quiet=False):
         try:
             row, metrics = collect_run(run_dir, sweep, tsv_cache)
         except Exception as e:  # never let one bad directory stop the collection
-            row, metrics = {"sweep": sweep, "run_name": os.path.basename(run_dir), "status": "invalid",
+            row, metrics = {"sweep": sweep, "run_name": os.path.basename(run_dir), "status": records.STATUS_INVALID,
                             "run_dir": shown_path(run_dir), "problem": f"{type(e).__name__}: {e}"}, None
         rows.append(row)
         if metrics is not None and len(metrics):
@@ -296,7 +301,7 @@ def collect(roots, sweep, out_dir, quiet=False):
         bad = runs[runs["problem"].fillna("") != ""]
         for _, r in bad.iterrows():
             print(f"  problem in {r['run_dir']}: {r['problem']}")
-        for _, r in runs[runs["status"].isin(["crashed", "interrupted", "incomplete", "invalid"])].iterrows():
+        for _, r in runs[runs["status"].isin(REPORTED_STATUSES)].iterrows():
             print(f"  {r['status']}: {r['run_dir']}" + (f" (exit {int(r['exit_code'])})"
                                                          if pd.notna(r["exit_code"]) else ""))
     return runs, grouped, curves_df

@@ -30,7 +30,8 @@ import pandas as pd
 
 from scripts.common import display_minimizer, display_model, minimizer_order, write_atomic
 from scripts.tables import fnum, latex_escape, notes
-from training.records import ACCURACY_MATRIX_FILE, CONTINUAL_METRICS, RecordError, UsageError, read_accuracy_matrix
+from training.records import (ACCURACY_MATRIX_FILE, CONTINUAL_METRICS, STATUS_COMPLETED, RecordError, UsageError,
+                              read_accuracy_matrix)
 
 LABELS = {"average_accuracy": "A (avg. accuracy)", "forgetting": "F (forgetting)",
           "learning_accuracy": "LA (learning accuracy)"}
@@ -79,7 +80,7 @@ def best_means(row_cells, digits):
 def paired_differences(runs, base):
     """{minimizer: {metric: (mean, std, n)}} of per-seed (minimizer - base) over the seeds both completed,
     for the minimizers whose name ends with _<base> (Lookbehind_SAM, Lookahead_SAM, ... for SAM)."""
-    done = runs[runs["status"] == "completed"]
+    done = runs[runs["status"] == STATUS_COMPLETED]
     base_runs = done[done["minimizer"] == base].set_index("seed")
     out = {}
     for minimizer in minimizer_order(sorted(done["minimizer"].unique())):
@@ -177,7 +178,7 @@ def figure(runs, grouped, out_dir):
     import matplotlib.pyplot as plt
 
     paths = []
-    done = runs[runs["status"] == "completed"]
+    done = runs[runs["status"] == STATUS_COMPLETED]
     for (benchmark, model), part in done.groupby(["benchmark", "model"]):
         order = minimizer_order(sorted(part["minimizer"].unique()))
         fig, axes = plt.subplots(1, len(CONTINUAL_METRICS), figsize=(4.2 * len(CONTINUAL_METRICS), 4))
@@ -210,7 +211,7 @@ def gather_matrices(runs):
     """Long table (benchmark, model, minimizer, seed, after_task, task, accuracy) of every completed
     run's accuracy_matrix.csv (read from its run_dir, where that still exists)."""
     rows = []
-    for _, run in runs[runs["status"] == "completed"].iterrows():
+    for _, run in runs[runs["status"] == STATUS_COMPLETED].iterrows():
         path = os.path.join(str(run["run_dir"]), ACCURACY_MATRIX_FILE)
         if not os.path.isfile(path):
             continue

@@ -38,7 +38,7 @@ import pandas as pd  # noqa: E402
 
 from scripts.common import (apply_where, display_dataset, display_minimizer,  # noqa: E402
                             display_model, epochs_text, minimizer_order, write_atomic)
-from training.records import UsageError  # noqa: E402
+from training.records import STATUS_COMPLETED, STATUS_DIVERGED, UsageError  # noqa: E402
 
 COLORS = {"SGD": "#7f7f7f", "SAM": "#1f77b4", "ASAM": "#17becf", "Multistep_SAM": "#2ca02c",
           "Multistep_ASAM": "#bcbd22", "Lookahead_SAM": "#9467bd", "Lookahead_ASAM": "#e377c2",
@@ -143,7 +143,7 @@ def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=No
             for _, r in m.iterrows():
                 i, j = ks.index(r["k"]), alphas.index(r["alpha"])
                 if math.isnan(r[mean_c]):
-                    text = "diverged" if r["n_diverged"] else "no run"
+                    text = STATUS_DIVERGED if r["n_diverged"] else "no run"
                     color = "black"
                 else:
                     std = "" if math.isnan(r[std_c]) else f"\n± {r[std_c]:.2f}"
@@ -211,7 +211,7 @@ def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None)
                 bad = m[m[mean_c].isna()]
                 for _, r in bad.iterrows():
                     ax.axvline(r["rho"], color=COLORS.get(minimizer, "grey"), ls=":", lw=1)
-                    ax.annotate("diverged", (r["rho"], 0.02), xycoords=("data", "axes fraction"),
+                    ax.annotate(STATUS_DIVERGED, (r["rho"], 0.02), xycoords=("data", "axes fraction"),
                                 rotation=90, fontsize=7, color=COLORS.get(minimizer, "grey"))
             ax.set_xscale("log")
             rhos = sorted(f["rho"].unique())
@@ -237,7 +237,7 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
         if df.empty:
             raise UsageError(f"no curves for minimizers {', '.join(minimizers)}")
     if "status" in df.columns:
-        done = df[df["status"] == "completed"]
+        done = df[df["status"] == STATUS_COMPLETED]
         if not done.empty:
             df = done
     paths = []

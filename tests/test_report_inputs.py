@@ -40,3 +40,29 @@ def test_the_scripts_raise_the_projects_one_user_error(capsys):
         raise records.UsageError("bad\ninput")
     assert common.run_main(fails, []) == records.EXIT_USAGE == 2
     assert one_error_line(capsys) == "error: bad input"
+
+
+# ------------------------------------------------------------------------------- status names
+REPORT_SCRIPTS = ("common", "collect", "tables", "figures", "continual_table", "analysis_table", "noisy_weights",
+                  "sharpness", "trained")
+
+
+def string_constants(path):
+    """Every string constant of a module but its docstrings."""
+    import ast
+    tree = ast.parse(open(path).read())
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and node.body
+                  and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings]
+
+
+@pytest.mark.parametrize("script", REPORT_SCRIPTS)
+def test_status_names_come_from_the_records_module(script):
+    """collect, continual_table, figures, ... compare statuses with records.STATUS_*, never a spelled string."""
+    statuses = set(records.STATUSES) | {records.STATUS_CRASHED, records.STATUS_RUNNING_ELSEWHERE,
+                                        records.STATUS_INCOMPLETE, records.STATUS_INVALID}
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", f"{script}.py")
+    spelled = [value for value in string_constants(path) if value in statuses]
+    assert not spelled, f"scripts/{script}.py spells the statuses {spelled}: use training.records.STATUS_*"
