@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import data
 import minimizers
 from training import records
-from training.cli import HPARAM_FLAGS, UsageError, model_name
+from training.cli import UsageError, model_name
+from training.settings import HPARAM_FLAGS
 
 # The paper's SAM/ASAM family: these get --rho-sam / --rho-asam; every other minimizer keeps its
 # library default unless a per-minimizer value is given (--set GSAM:rho_max=0.05).

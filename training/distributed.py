@@ -49,16 +49,6 @@ from .cli import UsageError, resolve_device
 ASCENT_GRADIENTS = ("global", "local")
 
 
-def add_distributed_flags(flag):
-    """--ascent_gradient and --sync_bn: what a data-parallel run synchronises (no effect on one process)."""
-    flag("ascent_gradient", default="global", choices=list(ASCENT_GRADIENTS),
-         help="torchrun runs: global (default) averages the ascent gradient over all processes (the "
-              "single-GPU semantics); local keeps each process's own (m-sharpness, DDP no_sync)")
-    flag("sync_bn", default=False, action="store_true",
-         help="torchrun runs on CUDA: SyncBatchNorm, BatchNorm statistics over the global batch "
-              "(default: per-process statistics)")
-
-
 @dataclass(frozen=True)
 class Processes:
     """Where this process stands in the run (torchrun's environment); a single process by default."""

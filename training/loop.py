@@ -79,30 +79,33 @@ def report_stop(claim, stop):
     return records.EXIT_INTERRUPTED if stop.signum == signal.SIGINT else records.EXIT_TERMINATED
 
 
-def train_one_epoch(epoch, model_forward, minimizer, dataset, args, device, autocast, parallel=SINGLE_PROCESS):
+def train_one_epoch(epoch, model_forward, minimizer, dataset, settings, device, autocast, parallel=SINGLE_PROCESS):
     """One epoch, one minimizer.step per batch. Returns (loss, acc %, seconds, finite).
+
+    settings: the run's settings (training/settings.py); read here: batch_size, seed, channels_last,
+    augment, warmup_epochs, and epochs (for the progress bar).
 
     Loss sum and correct count accumulate on the device; they are read (one host sync)
     every LOG_EVERY batches and at the end, which is also where a non-finite loss is caught.
     In a data-parallel run (parallel, training.distributed) this process trains on its shard of
-    each global batch of args.batch_size images, model_forward is the DDP module, and the sums are
+    each global batch of settings.batch_size images, model_forward is the DDP module, and the sums are
     added over the processes at those same points, so the returned values are global."""
     minimizer.model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = logged = 0  # images of the global batches so far
     world_size = parallel.world_size
-    num_batches = data.num_train_batches(dataset, args.batch_size, world_size)
-    bar = tqdm(total=num_batches * args.batch_size if num_batches else 0, unit="img", unit_scale=True,
+    num_batches = data.num_train_batches(dataset, settings.batch_size, world_size)
+    bar = tqdm(total=num_batches * settings.batch_size if num_batches else 0, unit="img", unit_scale=True,
                leave=False, dynamic_ncols=True, disable=None if parallel.is_main else True,
-               desc=f"epoch {epoch}/{args.epochs}")
+               desc=f"epoch {epoch}/{settings.epochs}")
     start = time.perf_counter()
     param_groups = minimizer.param_groups
     epoch_lrs = [group["lr"] for group in param_groups]   # the schedule's rates for this epoch
-    batches = data.train_shards(dataset, args.batch_size, args.seed, epoch, args.channels_last,
-                                parallel.rank, world_size, augment=getattr(args, "augment", True))
+    batches = data.train_shards(dataset, settings.batch_size, settings.seed, epoch, settings.channels_last,
+                                parallel.rank, world_size, augment=settings.augment)
     for index, (inputs, targets, batch_images) in enumerate(batches, start=1):
-        factor = warmup_factor(args, epoch, index, num_batches)
+        factor = warmup_factor(settings.warmup_epochs, epoch, index, num_batches)
         if factor is not None:  # host arithmetic only; the scheduler restores the rates at the epoch's end
             for group, lr in zip(param_groups, epoch_lrs):
                 group["lr"] = lr * factor
@@ -169,24 +172,24 @@ def test_sums(model_forward, dataset, channels_last, autocast, parallel=SINGLE_P
 
 
 @torch.no_grad()
-def evaluate(model_forward, model, dataset, args, device, autocast, parallel=SINGLE_PROCESS):
+def evaluate(model_forward, model, dataset, channels_last, autocast, parallel=SINGLE_PROCESS):
     """(test loss, test acc %) of `model` (run through model_forward, the plain or compiled module,
     never the DDP one). In a data-parallel run every process evaluates its share of the test set
     with rank 0's buffers (BatchNorm running statistics, broadcast first) and the sums are added."""
     parallel.broadcast_buffers(model)
     model.eval()
-    loss_sum, correct = test_sums(model_forward, dataset, args.channels_last, autocast, parallel)
+    loss_sum, correct = test_sums(model_forward, dataset, channels_last, autocast, parallel)
     model.train()
     count = dataset.test_labels.shape[0]
     loss_total, correct_total = parallel.all_reduce_sum(torch.stack([loss_sum, correct.float()])).tolist()
     return loss_total / count, 100.0 * correct_total / count
 
 
-def warmup_factor(args, epoch, index, num_batches):
+def warmup_factor(warmup_epochs, epoch, index, num_batches):
     """Linear warm-up (--warmup_epochs W > 0): the rate of training step s (1-based, counted over the
     whole run) is multiplied by min(1, s / (W * batches per epoch)); None in epochs that start after
     the warm-up (or W = 0). A closed form of (epoch, batch index), so a resumed run gets the same rates."""
-    warmup_steps = (getattr(args, "warmup_epochs", 0) or 0) * num_batches
+    warmup_steps = warmup_epochs * num_batches
     if warmup_steps <= 0 or (epoch - 1) * num_batches >= warmup_steps:
         return None
     return min(1.0, ((epoch - 1) * num_batches + index) / warmup_steps)
@@ -202,10 +205,10 @@ def alpha_columns(minimizer):
     return {column: round(value, 6) for column, value in zip(records.ALPHA_COLUMNS, stats)}
 
 
-def lr_schedule(args):
+def lr_schedule(settings):
     """LR factor after `epochs_done` epochs (LambdaLR's last_epoch), as a closed form so that a
     resumed run gets the same rates: multistep = MultiStepLR, cosine = CosineAnnealingLR(eta_min=0)."""
-    milestones = sorted(args.milestones)
-    if args.schedule == "multistep":
-        return lambda epochs_done: args.gamma ** bisect.bisect_right(milestones, epochs_done)
-    return lambda epochs_done: 0.5 * (1.0 + math.cos(math.pi * min(epochs_done, args.epochs) / args.epochs))
+    milestones, gamma, epochs = sorted(settings.milestones), settings.gamma, settings.epochs
+    if settings.schedule == "multistep":
+        return lambda epochs_done: gamma ** bisect.bisect_right(milestones, epochs_done)
+    return lambda epochs_done: 0.5 * (1.0 + math.cos(math.pi * min(epochs_done, epochs) / epochs))

@@ -33,6 +33,8 @@ CURVES_FILE = "curves.png"
 # continual-learning runs (example_continual.py) add
 ACCURACY_MATRIX_FILE = "accuracy_matrix.csv"  # R[i, j] = test acc (%) on task j after tasks 0..i
 CONTINUAL_FIGURE_FILE = "continual.png"       # heatmap of R + accuracy on each task over the sequence
+# A directory holding any of these is a run: only --resume continues it (a new run never overwrites one).
+RUN_FILES = (CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE)
 LOCK_FILE = "run.lock"
 SWEEP_RECORD_FILE = "sweep_status.json"   # per run, written by scripts.sweep
 SWEEP_FILE = "sweep.json"                 # per sweep directory: which grid its runs belong to

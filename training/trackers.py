@@ -16,14 +16,6 @@ TENSORBOARD_DIR = "tensorboard"     # under the run directory
 WANDB_PROJECT = "lookbehind-sam"    # unless WANDB_PROJECT is set
 
 
-def add_tracker_flags(flag):
-    """--tensorboard and --wandb, for every training entry point."""
-    flag("tensorboard", default=False, action="store_true",
-         help=f"also log the per-epoch metrics, config and figure to TensorBoard (--out/{TENSORBOARD_DIR})")
-    flag("wandb", default=False, action="store_true",
-         help="also log them to Weights & Biases (offline under --out unless WANDB_MODE is set)")
-
-
 def require(tensorboard=False, wandb=False):
     """UsageError now (before anything is written) if a requested tracker is not installed."""
     import importlib.util
