@@ -29,5 +29,7 @@ export OMP_NUM_THREADS=1
 read -r -a seed_list <<< "$seeds"; read -r -a rho_list <<< "$rhos"
 python -m scripts.sweep generalization "${common[@]}" "${grid[@]}" --minimizers SGD --seeds "${seed_list[@]}" \
     -- "${train[@]}" --schedule cosine --precision bf16 --no-download
-python -m scripts.sweep rho "${common[@]}" "${grid[@]}" --minimizers SAM --rhos-sam "${rho_list[@]}" \
-    --seeds "${seed_list[@]}" -- "${train[@]}" --schedule cosine --precision bf16 --no-download
+for rho in "${rho_list[@]}"; do   # one sweep directory per setting: the same grid, one rho at a time
+    python -m scripts.sweep generalization "${common[@]}" "${grid[@]}" --minimizers SAM --rho-sam "$rho" \
+        --seeds "${seed_list[@]}" -- "${train[@]}" --schedule cosine --precision bf16 --no-download
+done
