@@ -13,12 +13,11 @@ against that seed's own clean accuracy (clean minus the mean over draws), then m
 It separates robustness from clean accuracy when the minimizers' clean accuracies differ.
 Prints the tables; --out also writes them.
 """
-import argparse
 import sys
 
 import pandas as pd
 
-from scripts.common import minimizer_order, write_atomic
+from scripts.common import Parser, minimizer_order, run_main, write_atomic
 from training.records import UsageError
 
 
@@ -94,28 +93,32 @@ def drop_table(noisy):
     return markdown(header, labels, rows)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Markdown table of the noisy-weights and sharpness CSVs.")
+def build_parser():
+    parser = Parser(description="Markdown table of the noisy-weights and sharpness CSVs.")
     parser.add_argument("--noisy", help="CSV of python -m scripts.noisy_weights")
     parser.add_argument("--sharpness", help="CSV of python -m scripts.sharpness")
     parser.add_argument("--out", help="also write the table to this file")
-    args = parser.parse_args(argv)
-    try:
-        if not args.noisy and not args.sharpness:
-            raise UsageError("give --noisy and/or --sharpness")
-        noisy = read(args.noisy, ["label", "seed", "eta", "test_acc"]) if args.noisy else None
-        sharp = read(args.sharpness, ["label", "seed", "measure", "ball", "radius", "value"]) if args.sharpness else None
-        table = build_table(noisy, sharp)
-        drops = drop_table(noisy) if noisy is not None else ""
-        if drops:
-            table += "\n" + drops
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def run(argv):
+    args = build_parser().parse_args(argv)
+    if not args.noisy and not args.sharpness:
+        raise UsageError("give --noisy and/or --sharpness")
+    noisy = read(args.noisy, ["label", "seed", "eta", "test_acc"]) if args.noisy else None
+    sharp = read(args.sharpness, ["label", "seed", "measure", "ball", "radius", "value"]) if args.sharpness else None
+    table = build_table(noisy, sharp)
+    drops = drop_table(noisy) if noisy is not None else ""
+    if drops:
+        table += "\n" + drops
     print(table, end="")
     if args.out:
         write_atomic(args.out, table)
     return 0
+
+
+def main(argv=None):
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

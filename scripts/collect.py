@@ -26,7 +26,6 @@ A directory that cannot be read is reported and listed with status "invalid"; it
 collection.  Every resolved minimizer hyperparameter (config.json's minimizer_hparams) is a column
 of runs.csv.  Exit status 2 with one line if no run is found.
 """
-import argparse
 import json
 import math
 import os
@@ -34,7 +33,7 @@ import sys
 
 import pandas as pd
 
-from scripts.common import write_atomic
+from scripts.common import Parser, run_main, write_atomic
 from training import records
 from training.records import CONTINUAL_METRICS, METRIC_COLUMNS, UsageError
 
@@ -307,8 +306,8 @@ def collect(roots, sweep, out_dir, quiet=False):
     return runs, grouped, curves_df
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
+def build_parser():
+    parser = Parser(
         description="Gather sweep run directories into runs.csv, grouped.csv (mean/std/n over seeds) "
                     "and curves.csv.  Takes seconds.",
         epilog="Example (from the repository root): python -m scripts.collect runs/kalpha  "
@@ -317,15 +316,19 @@ def main(argv=None):
     parser.add_argument("--sweep", help="sweep name (default: name of the first root)")
     parser.add_argument("--out", help="output directory (default: <repo>/results/<sweep>)")
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv):
+    args = build_parser().parse_args(argv)
     sweep = args.sweep or os.path.basename(os.path.abspath(args.roots[0]).rstrip(os.sep))
     out = args.out or os.path.join(repo_root(), "results", sweep)
-    try:
-        collect(args.roots, sweep, out, quiet=args.quiet)
-    except UsageError as e:
-        print(f"collect.py: error: {e}", file=sys.stderr)
-        return 2
+    collect(args.roots, sweep, out, quiet=args.quiet)
     return 0
+
+
+def main(argv=None):
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

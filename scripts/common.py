@@ -7,6 +7,7 @@ A user error (bad flags, missing or unusable input) is training.records.UsageErr
 user-error exception: run_main turns it into one line "error: <message>" on stderr and exit status
 records.EXIT_USAGE (2), no traceback, nothing written.
 """
+import argparse
 import os
 import sys
 
@@ -22,6 +23,16 @@ DATASET_NAMES = {"CIFAR10": "CIFAR-10", "CIFAR100": "CIFAR-100", "CIFAR10_sample
 MODEL_NAMES = {"resnet20": "ResNet-20", "resnet34": "ResNet-34", "resnet50": "ResNet-50",
                "wrn28_2": "WRN-28-2", "wrn28_10": "WRN-28-10", "resnet18": "ResNet-18",
                "reduced_resnet18": "reduced ResNet-18"}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: a bad flag raises UsageError (run_main prints
+    "error: <message>", exit 2) instead of printing the usage block and "<prog>: error: ...".
+    training.cli.Parser does the same for the training scripts; this one keeps torch out of the
+    report scripts' imports (collect, tables and figures start in a third of a second)."""
+
+    def error(self, message):
+        raise UsageError(message)
 
 
 def usage_error_exit(exc):

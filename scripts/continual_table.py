@@ -21,14 +21,13 @@ order and initialisation, so the paired difference removes most of the spread be
 Errors the user can fix (missing file, no continual runs, several settings per minimizer) print
 one line and exit 2.
 """
-import argparse
 import math
 import os
 import sys
 
 import pandas as pd
 
-from scripts.common import display_minimizer, display_model, minimizer_order, write_atomic
+from scripts.common import Parser, display_minimizer, display_model, minimizer_order, run_main, write_atomic
 from scripts.tables import fnum, latex_escape, notes
 from training.records import (ACCURACY_MATRIX_FILE, CONTINUAL_METRICS, STATUS_COMPLETED, RecordError, UsageError,
                               read_accuracy_matrix)
@@ -266,22 +265,22 @@ def matrix_figure(matrices, out_dir):
     return paths
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description="Continual-learning table (A, F, LA) from collected runs.")
+def build_parser():
+    parser = Parser(description="Continual-learning table (A, F, LA) from collected runs.")
     parser.add_argument("results", help="results directory holding grouped.csv and runs.csv (from scripts.collect)")
     parser.add_argument("--paired", action="append", default=[], metavar="BASE",
                         help="add per-seed differences to BASE for its family (e.g. SAM, ASAM; repeatable)")
     parser.add_argument("--digits", type=int, default=2)
     parser.add_argument("--no-figure", dest="figure", action="store_false", help="tables only")
-    args = parser.parse_args(argv)
-    try:
-        grouped, runs = read_results(args.results)
-        table = cells(grouped)
-        paired = {base: paired_differences(runs, base) for base in args.paired}
-        matrices = gather_matrices(runs)
-    except UsageError as exc:
-        print(f"continual_table.py: error: {exc}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def run(argv):
+    args = build_parser().parse_args(argv)
+    grouped, runs = read_results(args.results)
+    table = cells(grouped)
+    paired = {base: paired_differences(runs, base) for base in args.paired}
+    matrices = gather_matrices(runs)
     md = markdown(table, grouped, args.digits, paired)
     write_atomic(os.path.join(args.results, "table_continual.md"), md)
     write_atomic(os.path.join(args.results, "table_continual.tex"), latex(table, grouped, args.digits))
@@ -295,6 +294,10 @@ def main(argv=None):
     print(f"wrote {os.path.join(args.results, 'table_continual.md')} and .tex" +
           (f", {', '.join(written)}" if written else ""))
     return 0
+
+
+def main(argv=None):
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

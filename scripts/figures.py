@@ -22,7 +22,6 @@ Writes PNG and PDF (--formats) to <results dir>/figures/ (or --out) and prints t
 --where COLUMN=VALUE (repeatable) keeps only matching rows (e.g. --where epochs=200).
 Errors the user can fix print one line and exit 2.
 """
-import argparse
 import math
 import io
 import os
@@ -36,8 +35,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from scripts.common import (apply_where, display_dataset, display_minimizer,  # noqa: E402
-                            display_model, epochs_text, minimizer_order, write_atomic)
+from scripts.common import (Parser, apply_where, display_dataset, display_minimizer,  # noqa: E402
+                            display_model, epochs_text, minimizer_order, run_main, write_atomic)
 from training.records import STATUS_COMPLETED, STATUS_DIVERGED, UsageError  # noqa: E402
 
 COLORS = {"SGD": "#7f7f7f", "SAM": "#1f77b4", "ASAM": "#17becf", "Multistep_SAM": "#2ca02c",
@@ -327,8 +326,8 @@ def fig_alpha(results, out_dir, formats=("png", "pdf"), where=None):
     return paths
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
+def build_parser():
+    parser = Parser(
         description="The paper's figures (PNG + PDF) from collect.py's CSVs; a few seconds each.",
         epilog="Example (from the repository root): python -m scripts.figures kalpha results/kalpha")
     parser.add_argument("kind", choices=["kalpha", "rho", "curves", "alpha"])
@@ -338,24 +337,28 @@ def main(argv=None):
     parser.add_argument("--formats", default="png,pdf", help="comma-separated (default png,pdf)")
     parser.add_argument("--where", action="append", metavar="COLUMN=VALUE")
     parser.add_argument("--minimizers", nargs="+", help="curves: only these minimizers")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv):
+    args = build_parser().parse_args(argv)
     out = args.out or os.path.join(args.results, "figures")
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
-    try:
-        if args.kind == "kalpha":
-            paths = fig_kalpha(args.results, out, args.metric, formats, args.where)
-        elif args.kind == "rho":
-            paths = fig_rho(args.results, out, args.metric, formats, args.where)
-        elif args.kind == "alpha":
-            paths = fig_alpha(args.results, out, formats, args.where)
-        else:
-            paths = fig_curves(args.results, out, formats, args.where, args.minimizers)
-    except UsageError as e:
-        print(f"figures.py: error: {e}", file=sys.stderr)
-        return 2
+    if args.kind == "kalpha":
+        paths = fig_kalpha(args.results, out, args.metric, formats, args.where)
+    elif args.kind == "rho":
+        paths = fig_rho(args.results, out, args.metric, formats, args.where)
+    elif args.kind == "alpha":
+        paths = fig_alpha(args.results, out, formats, args.where)
+    else:
+        paths = fig_curves(args.results, out, formats, args.where, args.minimizers)
     for p in paths:
         print(p)
     return 0
+
+
+def main(argv=None):
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ user's to fill in from the paper; none is shipped.  If the grouped CSV holds sev
 one dataset/model/minimizer (e.g. a rho sweep), select one with --where rho=0.05 (repeatable).
 Errors the user can fix (missing file or columns, ambiguous cells) print one line and exit 2.
 """
-import argparse
 import math
 import os
 import re
@@ -27,8 +26,8 @@ import sys
 
 import pandas as pd
 
-from scripts.common import (apply_where, display_dataset, display_minimizer, display_model,
-                            epochs_text, minimizer_order, write_atomic)
+from scripts.common import (Parser, apply_where, display_dataset, display_minimizer, display_model,
+                            epochs_text, minimizer_order, run_main, write_atomic)
 from training.records import UsageError
 
 
@@ -218,8 +217,8 @@ def make_tables(grouped_csv, metric="best", digits=2, paper_csv=None, where=None
             latex_table(rows, order, minimizers, metric, digits, df, paper))
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(
+def build_parser():
+    parser = Parser(
         description="Generalization table (Markdown + LaTeX) from a grouped.csv; takes under a second.",
         epilog="Example (from the repository root): python -m scripts.tables results/generalization "
                "--paper results/paper_reference.csv")
@@ -231,19 +230,23 @@ def main(argv=None):
                         help="keep only grouped rows with this setting (repeatable)")
     parser.add_argument("--digits", type=int, default=2)
     parser.add_argument("--out", help="output directory (default: the results directory)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv):
+    args = build_parser().parse_args(argv)
     grouped = args.results if args.results.endswith(".csv") else os.path.join(args.results, "grouped.csv")
     out_dir = args.out or os.path.dirname(os.path.abspath(grouped))
-    try:
-        md, tex = make_tables(grouped, args.metric, args.digits, args.paper, args.where)
-    except UsageError as e:
-        print(f"tables.py: error: {e}", file=sys.stderr)
-        return 2
+    md, tex = make_tables(grouped, args.metric, args.digits, args.paper, args.where)
     write_atomic(os.path.join(out_dir, f"table_{args.metric}.md"), md)
     write_atomic(os.path.join(out_dir, f"table_{args.metric}.tex"), tex)
     print(md)
     print(f"wrote {os.path.join(out_dir, f'table_{args.metric}.md')} and .tex")
     return 0
+
+
+def main(argv=None):
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,40 @@ def test_status_names_come_from_the_records_module(script):
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", f"{script}.py")
     spelled = [value for value in string_constants(path) if value in statuses]
     assert not spelled, f"scripts/{script}.py spells the statuses {spelled}: use training.records.STATUS_*"
+
+
+# ------------------------------------------------------------------------------- item: one-line parse errors
+def script(name):
+    import importlib
+    return importlib.import_module(f"scripts.{name}")
+
+
+@pytest.mark.parametrize("name, argv, fragment", [
+    ("collect", [], "the following arguments are required: roots"),
+    ("collect", ["runs", "--bogus"], "unrecognized arguments: --bogus"),
+    ("tables", ["results", "--metric", "median"], "invalid choice: 'median'"),
+    ("figures", ["heatmap", "results"], "invalid choice: 'heatmap'"),
+    ("figures", ["curves"], "the following arguments are required: results"),
+    ("continual_table", [], "the following arguments are required: results"),
+    ("continual_table", ["results", "--digits", "two"], "invalid int value: 'two'"),
+    ("analysis_table", ["--noisy"], "expected one argument"),
+    ("noisy_weights", ["run", "--draws", "0"], "must be >= 1"),
+    ("sharpness", ["run", "--hvp", "lanczos"], "invalid choice: 'lanczos'"),
+])
+def test_parse_errors_are_one_line_error_exit_2(name, argv, fragment, tmp_path, monkeypatch, capsys):
+    """argparse would print the usage block and '<prog>: error: ...'; the project's line is 'error: ...'."""
+    monkeypatch.chdir(tmp_path)
+    assert script(name).main(argv) == records.EXIT_USAGE
+    one_error_line(capsys, fragment)
+    assert files_under(tmp_path) == []
+
+
+def test_the_command_line_itself_prints_one_line(tmp_path):
+    """python -m scripts.tables (the real entry point, sys.exit(main())): exit 2, one stderr line, no usage."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-m", "scripts.tables", str(tmp_path), "--metric", "median"], cwd=repo,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == records.EXIT_USAGE and done.stdout == ""
+    assert done.stderr.startswith("error: argument --metric: invalid choice: 'median'") and done.stderr.count("\n") == 1
