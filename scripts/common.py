@@ -35,6 +35,20 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+MAX_DIGITS = 10
+
+
+def decimal_digits(text):
+    """argparse type of --digits (decimals in a table): an integer from 0 to MAX_DIGITS."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {MAX_DIGITS}, got {text!r}") from None
+    if not 0 <= value <= MAX_DIGITS:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_DIGITS}, got {text}")
+    return value
+
+
 def usage_error_exit(exc):
     """Print a UsageError as the one line "error: <message>" on stderr; the exit status to return."""
     print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)

@@ -27,7 +27,8 @@ import sys
 
 import pandas as pd
 
-from scripts.common import Parser, display_minimizer, display_model, minimizer_order, run_main, write_atomic
+from scripts.common import (MAX_DIGITS, Parser, decimal_digits, display_minimizer, display_model, minimizer_order,
+                            run_main, write_atomic)
 from scripts.tables import fnum, latex_escape, notes
 from training.records import (ACCURACY_MATRIX_FILE, CONTINUAL_METRICS, STATUS_COMPLETED, RecordError, UsageError,
                               read_accuracy_matrix)
@@ -270,7 +271,8 @@ def build_parser():
     parser.add_argument("results", help="results directory holding grouped.csv and runs.csv (from scripts.collect)")
     parser.add_argument("--paired", action="append", default=[], metavar="BASE",
                         help="add per-seed differences to BASE for its family (e.g. SAM, ASAM; repeatable)")
-    parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--digits", type=decimal_digits, default=2,
+                        help=f"decimals of the numbers, 0 to {MAX_DIGITS} (default %(default)s)")
     parser.add_argument("--no-figure", dest="figure", action="store_false", help="tables only")
     return parser
 

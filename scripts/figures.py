@@ -17,13 +17,15 @@ curves  reads curves.csv; one figure per dataset/model: test accuracy and train 
 alpha   reads curves.csv; one figure per dataset/model: the adaptive alpha (metrics.csv's alpha_mean,
         alpha_min, alpha_max of runs with --alpha -1) per epoch, per run and averaged over seeds.
 
-Writes PNG and PDF (--formats) to <results dir>/figures/ (or --out) and prints the paths.
+Writes PNG and PDF (--formats: comma-separated, any format matplotlib can save here, e.g. png,pdf,svg;
+checked before any figure is drawn) to <results dir>/figures/ (or --out) and prints the paths.
 --metric best|final picks the accuracy for kalpha/rho (default best, as tables.py).
 --where COLUMN=VALUE (repeatable) keeps only matching rows (e.g. --where epochs=200).
 Errors the user can fix print one line and exit 2.
 """
-import math
+import argparse
 import io
+import math
 import os
 import sys
 
@@ -37,7 +39,7 @@ import pandas as pd  # noqa: E402
 
 from scripts.common import (Parser, apply_where, display_dataset, display_minimizer,  # noqa: E402
                             display_model, epochs_text, minimizer_order, run_main, write_atomic)
-from training.records import STATUS_COMPLETED, STATUS_DIVERGED, UsageError  # noqa: E402
+from training.records import STATUS_COMPLETED, STATUS_DIVERGED, UsageError, one_line  # noqa: E402
 
 COLORS = {"SGD": "#7f7f7f", "SAM": "#1f77b4", "ASAM": "#17becf", "Multistep_SAM": "#2ca02c",
           "Multistep_ASAM": "#bcbd22", "Lookahead_SAM": "#9467bd", "Lookahead_ASAM": "#e377c2",
@@ -72,6 +74,32 @@ def extra_setting_text(df):
             if len(vals) == 1 and not (col == "train_subset" and float(vals[0]) <= 0):
                 parts.append(f"{label} {fmt_num(vals[0])}")
     return ", ".join(parts)
+
+
+def figure_formats(text):
+    """argparse type of --formats: comma-separated file formats (png, pdf, svg, ...) that matplotlib can
+    save here, at least one. Each is tried on a small figure with text first, so a format that needs
+    a missing tool (pgf: a TeX install) is refused before any figure is drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    formats = [f.strip() for f in text.split(",") if f.strip()]
+    if not formats:
+        raise argparse.ArgumentTypeError(f"expected comma-separated formats such as png,pdf, got {text!r}")
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    unknown = [f for f in formats if f.lower() not in supported]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"matplotlib cannot save {', '.join(map(repr, unknown))}; "
+                                         f"choose from {', '.join(sorted(supported))}")
+    probe = plt.figure(figsize=(1, 1))
+    probe.text(0.5, 0.5, "α 1")
+    try:
+        for f in formats:
+            try:
+                probe.savefig(io.BytesIO(), format=f)
+            except Exception as exc:  # noqa: BLE001  (any failure: this format cannot be written here)
+                raise argparse.ArgumentTypeError(f"matplotlib cannot save {f!r} here ({one_line(exc)})") from None
+    finally:
+        plt.close(probe)
+    return formats
 
 
 def save(fig, out_dir, stem, formats):
@@ -334,7 +362,9 @@ def build_parser():
     parser.add_argument("results", help="results directory with grouped.csv / curves.csv")
     parser.add_argument("--out", help="output directory (default: <results>/figures)")
     parser.add_argument("--metric", choices=["best", "final"], default="best")
-    parser.add_argument("--formats", default="png,pdf", help="comma-separated (default png,pdf)")
+    parser.add_argument("--formats", type=figure_formats, default="png,pdf",
+                        help="comma-separated file formats matplotlib saves: png, pdf, svg, eps, jpg, ... "
+                             "(default png,pdf)")
     parser.add_argument("--where", action="append", metavar="COLUMN=VALUE")
     parser.add_argument("--minimizers", nargs="+", help="curves: only these minimizers")
     return parser
@@ -343,7 +373,7 @@ def build_parser():
 def run(argv):
     args = build_parser().parse_args(argv)
     out = args.out or os.path.join(args.results, "figures")
-    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    formats = args.formats
     if args.kind == "kalpha":
         paths = fig_kalpha(args.results, out, args.metric, formats, args.where)
     elif args.kind == "rho":

@@ -11,6 +11,7 @@ and table_<metric>.tex (also printing the Markdown).  Rows: dataset / model; col
 the best mean of each row is in bold (all tied cells after rounding); runs that diverged, failed or
 are still running are counted in the cell ("1 div.", "1 failed", "1 running"), never averaged in.  --metric best (default, what the original code
 prints: the best test accuracy over epochs) or final (test accuracy after the last epoch).
+--digits (0 to 10, default 2): decimals of every number.
 
 --paper CSV (columns dataset,model,minimizer,acc[,std]; names matched leniently: CIFAR-10 = CIFAR10,
 WRN-28-2 = wrn28_2, Lookbehind-SAM = Lookbehind_SAM) puts the paper's number and our difference
@@ -26,8 +27,8 @@ import sys
 
 import pandas as pd
 
-from scripts.common import (Parser, apply_where, display_dataset, display_minimizer, display_model,
-                            epochs_text, minimizer_order, run_main, write_atomic)
+from scripts.common import (MAX_DIGITS, Parser, apply_where, decimal_digits, display_dataset, display_minimizer,
+                            display_model, epochs_text, minimizer_order, run_main, write_atomic)
 from training.records import UsageError
 
 
@@ -228,7 +229,8 @@ def build_parser():
     parser.add_argument("--paper", help="CSV with dataset,model,minimizer,acc[,std] from the paper")
     parser.add_argument("--where", action="append", metavar="COLUMN=VALUE",
                         help="keep only grouped rows with this setting (repeatable)")
-    parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--digits", type=decimal_digits, default=2,
+                        help=f"decimals of the numbers, 0 to {MAX_DIGITS} (default %(default)s)")
     parser.add_argument("--out", help="output directory (default: the results directory)")
     return parser
 

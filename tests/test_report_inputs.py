@@ -5,6 +5,7 @@ The project's convention (training/records.py): a user error is records.UsageErr
 Checked here for scripts/collect.py, tables.py, figures.py, continual_table.py, analysis_table.py,
 noisy_weights.py and sharpness.py (their numbers: tests/test_sweeps.py, tests/test_analyses.py).
 """
+import json
 import os
 
 import pandas as pd
@@ -25,6 +26,34 @@ def one_error_line(capsys, fragment=""):
 
 def files_under(path):
     return sorted(os.path.relpath(os.path.join(d, f), path) for d, _, names in os.walk(path) for f in names)
+
+
+def make_run(root, name, minimizer="SAM", seed=0, accs=(50.0, 60.0), status=records.STATUS_COMPLETED):
+    """A fabricated example_cifar.py run directory (config.json, metrics.csv, summary.json)."""
+    run_dir = os.path.join(str(root), name)
+    os.makedirs(run_dir)
+    config = {"dataset": "CIFAR10", "model": "resnet20", "minimizer": minimizer, "rho": 0.05, "seed": seed,
+              "epochs": len(accs), "lr": 0.1, "minimizer_hparams": {"rho": 0.05}}
+    with open(os.path.join(run_dir, records.CONFIG_FILE), "w") as f:
+        json.dump(config, f)
+    rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "test_acc": acc} for e, acc in enumerate(accs, 1)]
+    records.write_metrics_csv(os.path.join(run_dir, records.METRICS_FILE), rows)
+    with open(os.path.join(run_dir, records.SUMMARY_FILE), "w") as f:
+        json.dump({"status": status, "epochs_completed": len(accs), "final_test_acc": accs[-1],
+                   "best_test_acc": max(accs), "best_epoch": accs.index(max(accs)) + 1, "wall_seconds": 1.0}, f)
+    return run_dir
+
+
+@pytest.fixture
+def results(tmp_path):
+    """A collected sweep of 2 minimizers x 2 seeds: tmp_path/results/{runs,grouped,curves}.csv."""
+    from scripts import collect
+    for minimizer in ("SAM", "Lookbehind_SAM"):
+        for seed in (0, 1):
+            make_run(tmp_path / "runs", f"{minimizer}_s{seed}", minimizer, seed, accs=(50.0 + seed, 60.0 + seed))
+    out = tmp_path / "results"
+    collect.collect([str(tmp_path / "runs")], "t", str(out), quiet=True)
+    return out
 
 
 # ------------------------------------------------------------------------------- one user error
@@ -81,7 +110,7 @@ def script(name):
     ("figures", ["heatmap", "results"], "invalid choice: 'heatmap'"),
     ("figures", ["curves"], "the following arguments are required: results"),
     ("continual_table", [], "the following arguments are required: results"),
-    ("continual_table", ["results", "--digits", "two"], "invalid int value: 'two'"),
+    ("continual_table", ["results", "--paired"], "expected one argument"),
     ("analysis_table", ["--noisy"], "expected one argument"),
     ("noisy_weights", ["run", "--draws", "0"], "must be >= 1"),
     ("sharpness", ["run", "--hvp", "lanczos"], "invalid choice: 'lanczos'"),
@@ -103,3 +132,50 @@ def test_the_command_line_itself_prints_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == records.EXIT_USAGE and done.stdout == ""
     assert done.stderr.startswith("error: argument --metric: invalid choice: 'median'") and done.stderr.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------- item: --digits, --formats
+@pytest.mark.parametrize("value, fragment", [("-3", "must be an integer from 0 to 10, got -3"),
+                                             ("11", "must be an integer from 0 to 10, got 11"),
+                                             ("1.5", "expected an integer from 0 to 10, got '1.5'")])
+def test_digits_is_checked_when_parsed(value, fragment, results, capsys):
+    from scripts import continual_table, tables
+    before = files_under(results)
+    for argv in ([str(results), "--digits", value], [str(results), f"--digits={value}"]):
+        assert tables.main(argv) == records.EXIT_USAGE
+        one_error_line(capsys, f"argument --digits: {fragment}")
+        assert continual_table.main(argv) == records.EXIT_USAGE
+        one_error_line(capsys, f"argument --digits: {fragment}")
+    assert files_under(results) == before
+    assert tables.main([str(results), "--digits", "0"]) == 0
+    assert "| **60 ± 1** (2) |" in (results / "table_best.md").read_text()
+
+
+@pytest.mark.parametrize("value, fragment", [("xyz", "matplotlib cannot save 'xyz'; choose from "),
+                                             ("png,xyz", "matplotlib cannot save 'xyz'"),
+                                             (",", "expected comma-separated formats such as png,pdf")])
+def test_formats_are_checked_when_parsed(value, fragment, results, capsys):
+    from scripts import figures
+    before = files_under(results)
+    assert figures.main(["curves", str(results), "--formats", value]) == records.EXIT_USAGE
+    assert "png" in one_error_line(capsys, f"argument --formats: {fragment}") or value == ","
+    assert files_under(results) == before   # no figure, no figures/ directory
+
+
+def test_a_format_matplotlib_cannot_write_here_is_refused_before_drawing(results, monkeypatch, capsys):
+    import matplotlib.figure
+    from scripts import figures
+    original = matplotlib.figure.Figure.savefig
+
+    def savefig(self, fname, *args, format=None, **kwargs):
+        if format == "svg":
+            raise RuntimeError("no svg writer here")
+        return original(self, fname, *args, format=format, **kwargs)
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    before = files_under(results)
+    assert figures.main(["curves", str(results), "--formats", "png,svg"]) == records.EXIT_USAGE
+    one_error_line(capsys, "argument --formats: matplotlib cannot save 'svg' here (RuntimeError: no svg writer here)")
+    assert files_under(results) == before
+    monkeypatch.undo()
+    assert figures.main(["curves", str(results), "--formats", "svg"]) == 0
+    assert os.path.getsize(results / "figures" / "curves_CIFAR10_resnet20.svg") > 1000
