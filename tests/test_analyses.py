@@ -145,8 +145,7 @@ def test_noisy_weights_clean_accuracy_and_one_read_per_checkpoint(trained_runs, 
     for run_dir in trained_runs:
         run = load_run(run_dir, torch.device("cpu"))
         dataset = load_data(run.config, torch.device("cpu"))
-        args = example_cifar.build_parser().parse_args(["--channels_last"])
-        _, clean = evaluate(run.model, run.model, dataset, args, torch.device("cpu"), nullcontext)
+        _, clean = evaluate(run.model, run.model, dataset, True, nullcontext)   # channels_last, as training on a CPU
         summary = records.read_json(os.path.join(run_dir, records.SUMMARY_FILE))
         assert clean == summary["final_test_acc"]   # evaluation weights = what training evaluated
         reads = count_host_reads(monkeypatch)
