@@ -17,7 +17,7 @@ import sys
 
 import pandas as pd
 
-from scripts.common import Parser, minimizer_order, run_main, write_atomic
+from scripts.common import Parser, check_writable_file, minimizer_order, run_main, write_atomic
 from training.records import UsageError
 
 
@@ -105,6 +105,8 @@ def run(argv):
     args = build_parser().parse_args(argv)
     if not args.noisy and not args.sharpness:
         raise UsageError("give --noisy and/or --sharpness")
+    if args.out:
+        check_writable_file(args.out)
     noisy = read(args.noisy, ["label", "seed", "eta", "test_acc"]) if args.noisy else None
     sharp = read(args.sharpness, ["label", "seed", "measure", "ball", "radius", "value"]) if args.sharpness else None
     table = build_table(noisy, sharp)

@@ -33,7 +33,7 @@ import sys
 
 import pandas as pd
 
-from scripts.common import Parser, run_main, write_atomic
+from scripts.common import Parser, check_writable_dir, check_writable_file, run_main, write_atomic
 from training import records
 from training.records import CONTINUAL_METRICS, METRIC_COLUMNS, UsageError
 
@@ -249,7 +249,13 @@ def repo_root():
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+OUTPUT_FILES = ("runs.csv", "grouped.csv", "curves.csv")
+
+
 def collect(roots, sweep, out_dir, quiet=False):
+    check_writable_dir(out_dir, "output directory")   # before any work: an unusable one is found at once
+    for name in OUTPUT_FILES:
+        check_writable_file(os.path.join(out_dir, name), "output")
     run_dirs = find_run_dirs(roots)
     if not run_dirs:
         raise UsageError(f"no run directories (with config.json / summary.json / sweep_status.json) "

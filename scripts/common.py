@@ -85,6 +85,31 @@ def write_atomic(path, data):
     atomic_write(path, data)
 
 
+def check_writable_dir(directory, label="--out", shown=None):
+    """UsageError unless files can be written in `directory` (before any work, so that an unusable output
+    is found at once): it is a writable directory, or its nearest existing ancestor is one (the missing
+    directories are created when the first file is written, as write_atomic does). Creates nothing."""
+    shown = directory if shown is None else shown
+    probe = os.path.abspath(directory)
+    while not os.path.lexists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise UsageError(f"{label} {shown} is not a directory" if probe == os.path.abspath(shown)
+                         else f"{label} {shown}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and os.statvfs(probe).f_flag & os.ST_RDONLY
+        raise UsageError(f"{label} {shown}: cannot write in {probe} "
+                         f"({'a read-only file system' if read_only else 'permission denied'})")
+
+
+def check_writable_file(path, label="--out"):
+    """UsageError unless write_atomic can write the file `path`: not a directory, and its directory
+    writable or creatable (check_writable_dir). Creates nothing."""
+    if os.path.isdir(path):
+        raise UsageError(f"{label} {path} is a directory, not a file")
+    check_writable_dir(os.path.dirname(os.path.abspath(path)), label, shown=path)
+
+
 def apply_where(df, where, source="the CSV"):
     """Keep the rows matching every COLUMN=VALUE in where (numbers compared as numbers); UsageError
     if a condition is malformed or names no column, or if no row is left."""

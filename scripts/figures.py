@@ -37,7 +37,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from scripts.common import (Parser, apply_where, display_dataset, display_minimizer,  # noqa: E402
+from scripts.common import (Parser, apply_where, check_writable_dir, display_dataset, display_minimizer,  # noqa: E402
                             display_model, epochs_text, minimizer_order, run_main, write_atomic)
 from training.records import STATUS_COMPLETED, STATUS_DIVERGED, UsageError, one_line  # noqa: E402
 
@@ -373,6 +373,7 @@ def build_parser():
 def run(argv):
     args = build_parser().parse_args(argv)
     out = args.out or os.path.join(args.results, "figures")
+    check_writable_dir(out, "output directory")
     formats = args.formats
     if args.kind == "kalpha":
         paths = fig_kalpha(args.results, out, args.metric, formats, args.where)

@@ -17,7 +17,8 @@ numbers for every eta and every run (seed --seed + d), so curves differ by the m
 
 Writes the CSV (run_dir, label, seed, noise, eta, draw, test_acc, seconds = time for this checkpoint) and
 a figure (accuracy vs eta, one line per minimizer setting, band = std over seeds and draws) next to it.
-Nothing is written unless every run was evaluated. Exit 2 with one line on stderr for bad input.
+Nothing is written unless every run was evaluated. Exit 2 with one line on stderr for bad input, an
+unwritable --out included (checked before any checkpoint is loaded; missing directories are created).
 On the device: every evaluation accumulates on the device; the accuracies are read once per checkpoint.
 """
 import io
@@ -27,7 +28,7 @@ import time
 import pandas as pd
 import torch
 
-from scripts.common import minimizer_order, run_main, write_atomic
+from scripts.common import check_writable_file, minimizer_order, run_main, write_atomic
 from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid
 from training.cli import Parser, autocast_factory, positive_int, resolve_device
 from training.loop import test_sums
@@ -123,6 +124,8 @@ def run(argv):
     args = build_parser().parse_args(argv)
     if not args.eta:
         raise UsageError("--eta: the grid is empty")
+    check_writable_file(args.out)   # before any work: an unusable --out is found at once
+    check_writable_file(figure_path(args.out), "figure (next to --out)")
     etas = sorted(set(args.eta))
     device = resolve_device(args.device)
     channels_last = device.type == "cpu" if args.channels_last is None else args.channels_last

@@ -24,7 +24,8 @@ definitions and every knob is a flag.
 
 Writes the CSV (one row per run and measure: run_dir, label, seed, measure, ball, radius, value, seconds)
 and a figure (worst-case increase vs radius per ball, one line per minimizer setting, band = std over
-seeds; eigenvalues as a strip) next to it. Nothing is written unless every run was measured.
+seeds; eigenvalues as a strip) next to it. Nothing is written unless every run was measured; an unwritable
+--out is refused before any checkpoint is loaded (one line, exit 2; missing directories are created).
 All loops run on the device without host reads; the values are read once per checkpoint.
 """
 import contextlib
@@ -37,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 import data
-from scripts.common import minimizer_order, run_main, write_atomic
+from scripts.common import check_writable_file, minimizer_order, run_main, write_atomic
 from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid
 from training.cli import Parser, autocast_factory, finite_float, integer, positive_int, resolve_device
 from training.records import UsageError
@@ -291,6 +292,8 @@ def run(argv):
     args = build_parser().parse_args(argv)
     if args.power_iterations < 0 or args.trace_samples < 0:
         raise UsageError("--power_iterations and --trace_samples must be >= 0")
+    check_writable_file(args.out)   # before any work: an unusable --out is found at once
+    check_writable_file(figure_path(args.out), "figure (next to --out)")
     device = resolve_device(args.device)
     channels_last = device.type == "cpu" if args.channels_last is None else args.channels_last
     autocast = autocast_factory(device, args.precision)

@@ -27,8 +27,9 @@ import sys
 
 import pandas as pd
 
-from scripts.common import (MAX_DIGITS, Parser, apply_where, decimal_digits, display_dataset, display_minimizer,
-                            display_model, epochs_text, minimizer_order, run_main, write_atomic)
+from scripts.common import (MAX_DIGITS, Parser, apply_where, check_writable_dir, check_writable_file, decimal_digits,
+                            display_dataset, display_minimizer, display_model, epochs_text, minimizer_order, run_main,
+                            write_atomic)
 from training.records import UsageError
 
 
@@ -239,6 +240,9 @@ def run(argv):
     args = build_parser().parse_args(argv)
     grouped = args.results if args.results.endswith(".csv") else os.path.join(args.results, "grouped.csv")
     out_dir = args.out or os.path.dirname(os.path.abspath(grouped))
+    check_writable_dir(out_dir, "output directory")   # before any work: an unusable one is found at once
+    for extension in ("md", "tex"):
+        check_writable_file(os.path.join(out_dir, f"table_{args.metric}.{extension}"), "output")
     md, tex = make_tables(grouped, args.metric, args.digits, args.paper, args.where)
     write_atomic(os.path.join(out_dir, f"table_{args.metric}.md"), md)
     write_atomic(os.path.join(out_dir, f"table_{args.metric}.tex"), tex)

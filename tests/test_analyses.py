@@ -211,6 +211,22 @@ def test_bad_input_one_line_exit_2_no_output(script, trained_runs, tmp_path, cap
         assert not os.path.exists(out) and not os.path.exists(str(tmp_path / "out.png"))
 
 
+@pytest.mark.parametrize("script", ["noisy_weights", "sharpness"])
+def test_an_unwritable_out_is_refused_before_any_evaluation(script, trained_runs, tmp_path, monkeypatch, capsys):
+    module = {"noisy_weights": noisy_weights, "sharpness": sharpness}[script]
+    monkeypatch.setattr(module, "load_runs", lambda *args, **kwargs: pytest.fail("work started before --out was checked"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory\n")
+    (tmp_path / "taken.png").mkdir()
+    for out, fragment in ((blocker / "new" / "out.csv", f"--out {blocker / 'new' / 'out.csv'}: {blocker} is not a directory"),
+                          (tmp_path, f"--out {tmp_path} is a directory, not a file"),
+                          (tmp_path / "taken.csv", f"figure (next to --out) {tmp_path / 'taken.png'} is a directory")):
+        assert module.main([*trained_runs, "--device", "cpu", "--out", str(out)]) == records.EXIT_USAGE
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], err
+    assert sorted(os.listdir(tmp_path)) == ["a_file", "taken.png"]
+
+
 # ------------------------------------------------------------------------------- table and alpha figure
 def test_analysis_table_means_over_seeds(tmp_path, capsys):
     import pandas as pd

@@ -179,3 +179,73 @@ def test_a_format_matplotlib_cannot_write_here_is_refused_before_drawing(results
     monkeypatch.undo()
     assert figures.main(["curves", str(results), "--formats", "svg"]) == 0
     assert os.path.getsize(results / "figures" / "curves_CIFAR10_resnet20.svg") > 1000
+
+
+# ------------------------------------------------------------------------------- item: unwritable output
+def report_commands(results, out):
+    """(script, argv) of every report script writing to `out` (a directory, or analysis_table's file)."""
+    noisy = results / "noisy.csv"
+    pd.DataFrame({"label": ["SAM"], "seed": [0], "eta": [0.0], "test_acc": [50.0]}).to_csv(noisy, index=False)
+    return [("collect", [str(results.parent / "runs"), "--out", str(out)]),
+            ("tables", [str(results), "--out", str(out)]),
+            ("figures", ["curves", str(results), "--out", str(out)]),
+            ("analysis_table", ["--noisy", str(noisy), "--out", str(out / "table.md")])]
+
+
+def test_an_output_under_a_file_is_refused_before_any_work(results, capsys):
+    from scripts import collect
+    blocker = results.parent / "a_file"
+    blocker.write_text("not a directory\n")
+    commands = report_commands(results, blocker / "sub")
+    before = files_under(results.parent)
+    for name, argv in commands:
+        assert script(name).main(argv) == records.EXIT_USAGE, name
+        one_error_line(capsys, f"{blocker} is not a directory")
+        assert files_under(results.parent) == before, name
+    with pytest.raises(records.UsageError, match="output directory .* is not a directory"):   # as scripts.sweep calls it
+        collect.collect([str(results.parent / "runs")], "t", str(blocker))
+
+
+def test_an_output_file_that_is_a_directory_is_refused(results, capsys):
+    from scripts import analysis_table, tables
+    (results / "table_best.md").mkdir()
+    assert tables.main([str(results)]) == records.EXIT_USAGE
+    one_error_line(capsys, f"{results / 'table_best.md'} is a directory, not a file")
+    assert not (results / "table_best.tex").exists()
+    pd.DataFrame({"label": ["SAM"], "seed": [0], "eta": [0.0], "test_acc": [50.0]}).to_csv(results / "n.csv", index=False)
+    assert analysis_table.main(["--noisy", str(results / "n.csv"), "--out", str(results)]) == records.EXIT_USAGE
+    assert one_error_line(capsys) == f"error: --out {results} is a directory, not a file"
+    assert capsys.readouterr().out == ""   # the table is not printed either
+
+
+def test_an_output_without_write_permission_is_refused(results, monkeypatch, capsys):
+    """As root every directory is writable (mode bits aside): os.access is what the check asks, faked here."""
+    locked = results.parent / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: os.path.abspath(path) != str(locked)
+                        and real_access(path, mode, **kw))
+    report_commands(results, locked)   # its input files first
+    before = files_under(results.parent)
+    for out in (locked, locked / "new" / "deeper"):   # in it, or directories to be created in it
+        for name, argv in report_commands(results, out):
+            assert script(name).main(argv) == records.EXIT_USAGE, name
+            one_error_line(capsys, f"cannot write in {locked} (permission denied)")
+            assert files_under(results.parent) == before, name
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_output_directory_is_refused(results, capsys):
+    locked = results.parent / "locked"
+    locked.mkdir(mode=0o555)
+    for name, argv in report_commands(results, locked):
+        assert script(name).main(argv) == records.EXIT_USAGE, name
+        one_error_line(capsys, f"cannot write in {locked}")
+
+
+def test_missing_output_directories_are_created_as_before(results, capsys):
+    out = results.parent / "new" / "deeper"
+    for name, argv in report_commands(results, out):
+        assert script(name).main(argv) == 0, name
+    capsys.readouterr()
+    assert {"runs.csv", "table_best.md", "curves_CIFAR10_resnet20.png", "table.md"} <= set(files_under(out))
