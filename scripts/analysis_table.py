@@ -17,7 +17,7 @@ import sys
 
 import pandas as pd
 
-from scripts.common import Parser, check_writable_file, minimizer_order, run_main, write_atomic
+from scripts.common import Parser, check_writable_file, minimizer_order, read_whole_csv, run_main, write_atomic
 from training.records import UsageError
 
 
@@ -38,10 +38,7 @@ def accuracy_cell(values):
 
 
 def read(path, need):
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {path} ({exc})") from None
+    frame = read_whole_csv(path)   # a CSV cut off mid-row is refused, naming the line
     missing = [c for c in need if c not in frame.columns]
     if missing:
         raise UsageError(f"{path} lacks the columns {', '.join(missing)}")

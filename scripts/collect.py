@@ -22,10 +22,14 @@ results/<sweep>/, sweep = name of the first root):
 
 Status: training.records.resolve_status, from summary.json, the run directory's lock (held = being
 trained now) and the sweep's record (sweep_status.json): see the status table in scripts/README.md.
-A directory that cannot be read is reported and listed with status "invalid"; it never stops the
-collection.  Every resolved minimizer hyperparameter (config.json's minimizer_hparams) is a column
-of runs.csv.  Exit status 2 with one line if no run is found.
+A directory that cannot be read, or whose metrics.csv is cut off or ragged (a row with more or fewer
+fields than the header, or no line break at the end: the training scripts write it whole), is
+reported ("problem in <run dir>: metrics.csv line N ...") and listed with status "invalid", never
+averaged as completed; it never stops the collection.  Every resolved minimizer hyperparameter
+(config.json's minimizer_hparams) is a column of runs.csv.  Exit status 2 with one line if no run is
+found or the output directory cannot be written (checked first).
 """
+import io
 import json
 import math
 import os
@@ -33,7 +37,7 @@ import sys
 
 import pandas as pd
 
-from scripts.common import Parser, check_writable_dir, check_writable_file, run_main, write_atomic
+from scripts.common import Parser, check_writable_dir, check_writable_file, csv_shape_problem, run_main, write_atomic
 from training import records
 from training.records import CONTINUAL_METRICS, METRIC_COLUMNS, UsageError
 
@@ -100,8 +104,18 @@ def scalar(v):
     return v is None or isinstance(v, (str, int, float, bool))
 
 
+class DamagedRecord(ValueError):
+    """A record cut off or ragged (a metrics.csv row with fewer fields than its header): the run's
+    records are not whole, so it is listed with status invalid, never as completed."""
+
+
 def read_metrics(path):
-    df = pd.read_csv(path)
+    with open(path, newline="") as f:
+        text = f.read()
+    problem = csv_shape_problem(text)
+    if problem:
+        raise DamagedRecord(f"{os.path.basename(path)} {problem}: cut off or damaged")
+    df = pd.read_csv(io.StringIO(text))
     if "epoch" not in df.columns or "test_acc" not in df.columns:
         raise ValueError("metrics.csv lacks the epoch/test_acc columns")
     return df
@@ -152,11 +166,14 @@ def collect_run(run_dir, sweep, tsv_cache):
             if scalar(summary.get(key)):
                 row[key] = summary.get(key)
 
-    metrics = None
+    metrics, damaged = None, False
     metrics_path = os.path.join(run_dir, "metrics.csv")
     if os.path.isfile(metrics_path):
         try:
             metrics = read_metrics(metrics_path)
+        except DamagedRecord as e:
+            problems.append(str(e))
+            damaged = True
         except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
             problems.append(f"unreadable metrics.csv: {e}")
     if metrics is not None and len(metrics):
@@ -177,7 +194,7 @@ def collect_run(run_dir, sweep, tsv_cache):
     r_status = (record or {}).get("status")
     exit_code = to_int((record or {}).get("exit_code"))
     status = records.resolve_status(s_status, records.run_dir_locked(run_dir), r_status)
-    if status == records.STATUS_INCOMPLETE and config is None and summary is None:
+    if damaged or (status == records.STATUS_INCOMPLETE and config is None and summary is None):
         status = records.STATUS_INVALID
     if r_status == records.STATUS_COMPLETED and s_status != records.STATUS_COMPLETED:
         problems.append(f"exit 0 recorded but summary.json is not {records.STATUS_COMPLETED!r}")

@@ -8,6 +8,8 @@ user-error exception: run_main turns it into one line "error: <message>" on stde
 records.EXIT_USAGE (2), no traceback, nothing written.
 """
 import argparse
+import csv
+import io
 import os
 import sys
 
@@ -77,6 +79,45 @@ def display_model(name):
 
 def minimizer_order(names):
     return [m for m in ORDER if m in names] + sorted(m for m in names if m not in ORDER)
+
+
+def csv_shape_problem(text):
+    """None if CSV text is whole, else where it is not: "line N has K fields where the header has M" (a
+    row cut off, or one too long) or "line N is cut off (no line break at the end of the file)". pandas
+    reads a short row with its missing cells empty and a number cut off mid-digits as a smaller number;
+    the CSVs these scripts read are written whole (csv/pandas end every row with a line break)."""
+    reader = csv.reader(io.StringIO(text))
+    header = None
+    try:
+        for row in reader:
+            if not row:
+                continue   # a blank line (pandas skips it too)
+            if header is None:
+                header = len(row)
+            elif len(row) != header:
+                return f"line {reader.line_num} has {len(row)} field{'s' * (len(row) != 1)} where the header has {header}"
+    except csv.Error as exc:
+        return f"line {reader.line_num}: {exc}"
+    if text and not text.endswith(("\n", "\r")):
+        return f"line {text.count(chr(10)) + 1} is cut off (no line break at the end of the file)"
+    return None
+
+
+def read_whole_csv(path, **kwargs):
+    """pd.read_csv of a CSV written by these scripts or the training scripts, refusing a truncated or
+    ragged one (csv_shape_problem): UsageError naming the file and the line, as for an unreadable one."""
+    try:
+        with open(path, newline="") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from None
+    problem = csv_shape_problem(text)
+    if problem:
+        raise UsageError(f"{path}: {problem}: the file is cut off or damaged (write it again)")
+    try:
+        return pd.read_csv(io.StringIO(text), **kwargs)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise UsageError(f"cannot read {path} ({' '.join(str(exc).split())})") from None
 
 
 def write_atomic(path, data):

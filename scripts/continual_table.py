@@ -28,7 +28,7 @@ import sys
 import pandas as pd
 
 from scripts.common import (MAX_DIGITS, Parser, decimal_digits, display_minimizer, display_model, minimizer_order,
-                            run_main, write_atomic)
+                            read_whole_csv, run_main, write_atomic)
 from scripts.tables import fnum, latex_escape, notes
 from training.records import (ACCURACY_MATRIX_FILE, CONTINUAL_METRICS, STATUS_COMPLETED, RecordError, UsageError,
                               read_accuracy_matrix)
@@ -44,7 +44,7 @@ def read_results(results_dir, where_benchmark=None):
     for path in (grouped_path, runs_path):
         if not os.path.isfile(path):
             raise UsageError(f"{path} not found (run python -m scripts.collect on the run directories first)")
-    grouped, runs = pd.read_csv(grouped_path), pd.read_csv(runs_path)
+    grouped, runs = read_whole_csv(grouped_path), read_whole_csv(runs_path)
     need = [f"{metric}_{stat}" for metric in CONTINUAL_METRICS for stat in ("mean", "std", "n")]
     if any(column not in grouped.columns for column in need) or "benchmark" not in grouped.columns:
         raise UsageError(f"{grouped_path} has no A/F/LA columns: not collected from example_continual.py runs")

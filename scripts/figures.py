@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from scripts.common import (Parser, apply_where, check_writable_dir, display_dataset, display_minimizer,  # noqa: E402
-                            display_model, epochs_text, minimizer_order, run_main, write_atomic)
+                            display_model, epochs_text, minimizer_order, read_whole_csv, run_main, write_atomic)
 from training.records import STATUS_COMPLETED, STATUS_DIVERGED, UsageError, one_line  # noqa: E402
 
 COLORS = {"SGD": "#7f7f7f", "SAM": "#1f77b4", "ASAM": "#17becf", "Multistep_SAM": "#2ca02c",
@@ -54,7 +54,7 @@ def fmt_num(v):
 def read_csv(path, need):
     if not os.path.isfile(path):
         raise UsageError(f"{path} not found (run python -m scripts.collect first)")
-    df = pd.read_csv(path)
+    df = read_whole_csv(path)
     missing = [c for c in need if c not in df.columns]
     if missing:
         raise UsageError(f"{path} lacks columns {', '.join(missing)}")

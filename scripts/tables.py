@@ -28,15 +28,15 @@ import sys
 import pandas as pd
 
 from scripts.common import (MAX_DIGITS, Parser, apply_where, check_writable_dir, check_writable_file, decimal_digits,
-                            display_dataset, display_minimizer, display_model, epochs_text, minimizer_order, run_main,
-                            write_atomic)
+                            display_dataset, display_minimizer, display_model, epochs_text, minimizer_order, read_whole_csv,
+                            run_main, write_atomic)
 from training.records import UsageError
 
 
 def read_grouped(path, metric, where):
     if not os.path.isfile(path):
         raise UsageError(f"{path} not found (run python -m scripts.collect first)")
-    df = pd.read_csv(path)
+    df = read_whole_csv(path)
     need = ["dataset", "model", "minimizer", f"{metric}_test_acc_mean", f"{metric}_test_acc_std",
             f"{metric}_test_acc_n", "n_runs", "n_diverged", "n_failed"]
     missing = [c for c in need if c not in df.columns]

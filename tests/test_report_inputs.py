@@ -36,7 +36,8 @@ def make_run(root, name, minimizer="SAM", seed=0, accs=(50.0, 60.0), status=reco
               "epochs": len(accs), "lr": 0.1, "minimizer_hparams": {"rho": 0.05}}
     with open(os.path.join(run_dir, records.CONFIG_FILE), "w") as f:
         json.dump(config, f)
-    rows = [{"epoch": e, "lr": 0.1, "train_loss": 1.0 / e, "test_acc": acc} for e, acc in enumerate(accs, 1)]
+    rows = [{**{column: 0.625 for column in records.METRIC_COLUMNS}, "epoch": e, "lr": 0.1, "train_loss": 1.0 / e,
+             "test_acc": acc} for e, acc in enumerate(accs, 1)]
     records.write_metrics_csv(os.path.join(run_dir, records.METRICS_FILE), rows)
     with open(os.path.join(run_dir, records.SUMMARY_FILE), "w") as f:
         json.dump({"status": status, "epochs_completed": len(accs), "final_test_acc": accs[-1],
@@ -249,3 +250,72 @@ def test_missing_output_directories_are_created_as_before(results, capsys):
         assert script(name).main(argv) == 0, name
     capsys.readouterr()
     assert {"runs.csv", "table_best.md", "curves_CIFAR10_resnet20.png", "table.md"} <= set(files_under(out))
+
+
+# ------------------------------------------------------------------------------- item: CSVs cut off mid-row
+def cut_off(path, keep_fields=None, drop_chars=None):
+    """Damage a CSV as an interrupted copy would: the last row keeps only its first keep_fields fields
+    (and its line break), or the file loses its last drop_chars characters (no line break at the end)."""
+    text = open(path).read()
+    if drop_chars:
+        text = text[:-drop_chars]
+    else:
+        lines = text.rstrip("\n").split("\n")
+        lines[-1] = ",".join(lines[-1].split(",")[:keep_fields])
+        text = "\n".join(lines) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return text.count("\n") + (not text.endswith("\n"))   # the number of the damaged line
+
+
+@pytest.mark.parametrize("damage", [{"keep_fields": 3}, {"drop_chars": 3}])
+def test_collect_lists_a_run_with_a_cut_off_metrics_csv_as_invalid(damage, tmp_path, capsys):
+    from scripts import collect
+    for seed in (0, 1):
+        make_run(tmp_path / "runs", f"s{seed}", seed=seed, accs=(50.0, 60.0 + seed))
+    line = cut_off(tmp_path / "runs" / "s1" / records.METRICS_FILE, **damage)
+    assert collect.main([str(tmp_path / "runs"), "--out", str(tmp_path / "res")]) == 0
+    runs = pd.read_csv(tmp_path / "res" / "runs.csv").set_index("run_name")
+    assert runs.loc["s0", "status"] == records.STATUS_COMPLETED
+    assert runs.loc["s1", "status"] == records.STATUS_INVALID   # summary.json says completed: not whole, not counted
+    expected = (f"metrics.csv line {line} has 3 fields where the header has {len(records.METRIC_COLUMNS)}"
+                if damage.get("keep_fields") else f"metrics.csv line {line} is cut off (no line break")
+    assert expected in runs.loc["s1", "problem"]
+    grouped = pd.read_csv(tmp_path / "res" / "grouped.csv").iloc[0]
+    assert (grouped["n_completed"], grouped["n_failed"], grouped["final_test_acc_mean"]) == (1, 1, 60.0)
+    printed = capsys.readouterr().out
+    assert f"problem in {tmp_path / 'runs' / 's1'}: {expected}" in printed and "invalid: " in printed
+    curves = pd.read_csv(tmp_path / "res" / "curves.csv")
+    assert set(curves["run_name"]) == {"s0"}
+
+
+@pytest.mark.parametrize("damage", [{"keep_fields": 2}, {"drop_chars": 2}])
+def test_analysis_table_refuses_a_cut_off_csv(damage, tmp_path, capsys):
+    from scripts import analysis_table
+    noisy, sharp = tmp_path / "noisy.csv", tmp_path / "sharp.csv"
+    pd.DataFrame({"run_dir": ["r0", "r0", "r1"], "label": ["SAM"] * 3, "seed": [0, 0, 1], "eta": [0.0, 0.1, 0.0],
+                  "draw": [0, 0, 0], "test_acc": [50.0, 40.0, 52.0], "seconds": [1.5] * 3}).to_csv(noisy, index=False)
+    pd.DataFrame({"run_dir": ["r0", "r1"], "label": ["SAM"] * 2, "seed": [0, 1], "measure": ["loss"] * 2,
+                  "ball": [None] * 2, "radius": [0.0] * 2, "value": [0.5, 0.7], "seconds": [2.5] * 2}).to_csv(sharp, index=False)
+    for path in (noisy, sharp):
+        intact = path.read_text()
+        line = cut_off(path, **damage)
+        out = tmp_path / "table.md"
+        assert analysis_table.main(["--noisy", str(noisy), "--sharpness", str(sharp), "--out", str(out)]) == 2
+        one_error_line(capsys, f"{path}: line {line} ")
+        assert capsys.readouterr().out == "" and not out.exists()
+        path.write_text(intact)
+    assert analysis_table.main(["--noisy", str(noisy), "--sharpness", str(sharp)]) == 0
+    assert "| SAM | 2 | 51.00 ± 1.41 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name, argv, csv_name", [("tables", [], "grouped.csv"),
+                                                  ("figures", ["rho"], "grouped.csv"),
+                                                  ("figures", ["curves"], "curves.csv"),
+                                                  ("continual_table", [], "runs.csv")])
+def test_the_report_scripts_refuse_a_cut_off_collected_csv(name, argv, csv_name, results, capsys):
+    line = cut_off(results / csv_name, keep_fields=4)
+    before = files_under(results)
+    assert script(name).main([*argv, str(results)]) == 2
+    one_error_line(capsys, f"{results / csv_name}: line {line} has 4 fields where the header has ")
+    assert files_under(results) == before
