@@ -15,7 +15,11 @@ BatchNorm scale and shift. BatchNorm runs in eval mode with its running statisti
 eta = 0 is evaluated once (one draw) and gives exactly the clean accuracy. Draw d uses the same random
 numbers for every eta and every run (seed --seed + d), so curves differ by the models, not the noise.
 
-Writes the CSV (run_dir, label, seed, noise, eta, draw, test_acc, seconds = time for this checkpoint) and
+Only completed runs (summary status records.STATUS_COMPLETED) are analysed; any other is refused with one
+line naming it and its status, unless --include-incomplete, which evaluates its last checkpoint.
+
+Writes the CSV (run_dir, label, seed, status, epoch, noise, eta, draw, test_acc, seconds = time for this
+checkpoint; status and epoch = the run's status and the epochs finished at its checkpoint, always written) and
 a figure (accuracy vs eta, one line per minimizer setting, band = std over seeds and draws) next to it.
 Nothing is written unless every run was evaluated. Exit 2 with one line on stderr for bad input, an
 unwritable --out included (checked before any checkpoint is loaded; missing directories are created).
@@ -29,7 +33,7 @@ import pandas as pd
 import torch
 
 from scripts.common import check_writable_file, minimizer_order, run_main, write_atomic
-from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid
+from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid, run_note
 from training.cli import Parser, autocast_factory, positive_int, resolve_device
 from training.loop import test_sums
 from training.records import UsageError
@@ -131,7 +135,7 @@ def run(argv):
     channels_last = device.type == "cpu" if args.channels_last is None else args.channels_last
     autocast = autocast_factory(device, args.precision)
     rows = []
-    for trained, dataset in load_runs(args.run_dirs, device, channels_last, args.data_dir):
+    for trained, dataset in load_runs(args.run_dirs, device, channels_last, args.data_dir, args.include_incomplete):
         start = time.perf_counter()
         accuracies = noisy_accuracies(trained.model, dataset, etas, args.draws, args.noise,
                                       args.include_batchnorm, args.seed, channels_last, autocast)
@@ -139,10 +143,10 @@ def run(argv):
         for eta, values in zip(etas, accuracies):
             for draw, acc in enumerate(values):
                 rows.append({"run_dir": trained.run_dir, "label": trained.label, "seed": trained.seed,
-                             "noise": args.noise, "eta": eta, "draw": draw, "test_acc": round(acc, 4),
-                             "seconds": round(seconds, 2)})
+                             "status": trained.status, "epoch": trained.epochs_completed, "noise": args.noise,
+                             "eta": eta, "draw": draw, "test_acc": round(acc, 4), "seconds": round(seconds, 2)})
         evaluations = sum(len(v) for v in accuracies)
-        print(f"{trained.run_dir}: clean {accuracies[0][0] if etas[0] == 0 else float('nan'):.2f}%, "
+        print(f"{trained.run_dir}{run_note(trained)}: clean {accuracies[0][0] if etas[0] == 0 else float('nan'):.2f}%, "
               f"eta {etas[-1]:g}: {sum(accuracies[-1]) / len(accuracies[-1]):.2f}% | {evaluations} evaluations "
               f"of {dataset.test_labels.shape[0]} images in {seconds:.1f}s", flush=True)
     frame = pd.DataFrame(rows)

@@ -22,7 +22,11 @@ all parameters w are perturbed (SAM's ball):
 The paper's exact protocol (radii, steps, subset) could not be read here: these are the field's standard
 definitions and every knob is a flag.
 
-Writes the CSV (one row per run and measure: run_dir, label, seed, measure, ball, radius, value, seconds)
+Only completed runs (summary status records.STATUS_COMPLETED) are measured; any other is refused with one
+line naming it and its status, unless --include-incomplete, which measures its last checkpoint.
+
+Writes the CSV (one row per run and measure: run_dir, label, seed, status, epoch, measure, ball, radius, value,
+seconds; status and epoch = the run's status and the epochs finished at its checkpoint, always written)
 and a figure (worst-case increase vs radius per ball, one line per minimizer setting, band = std over
 seeds; eigenvalues as a strip) next to it. Nothing is written unless every run was measured; an unwritable
 --out is refused before any checkpoint is loaded (one line, exit 2; missing directories are created).
@@ -39,7 +43,7 @@ import torch.nn.functional as F
 
 import data
 from scripts.common import check_writable_file, minimizer_order, run_main, write_atomic
-from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid
+from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid, run_note
 from training.cli import Parser, autocast_factory, finite_float, integer, positive_int, resolve_device
 from training.records import UsageError
 
@@ -298,18 +302,19 @@ def run(argv):
     channels_last = device.type == "cpu" if args.channels_last is None else args.channels_last
     autocast = autocast_factory(device, args.precision)
     rows = []
-    for trained, dataset in load_runs(args.run_dirs, device, channels_last, args.data_dir):
+    for trained, dataset in load_runs(args.run_dirs, device, channels_last, args.data_dir, args.include_incomplete):
         start = time.perf_counter()
         batches = training_subset(dataset, args.images, args.subset_seed, args.batch_size, channels_last)
         results = measure(trained.model, batches, args, autocast)
         values = torch.stack([value.float() for *_, value in results]).tolist()   # the one host read
         seconds = time.perf_counter() - start
         for (name, ball, radius, _), value in zip(results, values):
-            rows.append({"run_dir": trained.run_dir, "label": trained.label, "seed": trained.seed, "measure": name,
-                         "ball": ball, "radius": radius, "value": value, "seconds": round(seconds, 2)})
+            rows.append({"run_dir": trained.run_dir, "label": trained.label, "seed": trained.seed,
+                         "status": trained.status, "epoch": trained.epochs_completed, "measure": name, "ball": ball,
+                         "radius": radius, "value": value, "seconds": round(seconds, 2)})
         summary = {f"{n}{'_' + b if b else ''}{'@' + format(r, 'g') if r else ''}": v
                    for (n, b, r, _), v in zip(results, values)}
-        print(f"{trained.run_dir}: loss {summary['loss']:.4f}, top eigenvalue "
+        print(f"{trained.run_dir}{run_note(trained)}: loss {summary['loss']:.4f}, top eigenvalue "
               f"{summary.get('top_eigenvalue', float('nan')):.3g} | {seconds:.1f}s", flush=True)
     frame = pd.DataFrame(rows)
     write_atomic(args.out, frame.to_csv(index=False))

@@ -4,7 +4,13 @@ A run directory (example_cifar.py's records) gives the model at its evaluation w
 and minimizer are rebuilt from config.json, checkpoint.pt is loaded into both, and the weights are
 taken inside ``minimizer.evaluation_weights()`` (Lookbehind's slow weights even when the checkpoint
 was written in the middle of an outer step, as with minibatch switching). Everything a user can get
-wrong (no checkpoint, a checkpoint of another model, missing data) is a scripts.common.UsageError.
+wrong (no checkpoint, a checkpoint of another model, missing data) is a training.records.UsageError.
+
+Only trained runs are analysed: a run whose status (records.resolve_status, the status collect reports:
+summary.json, the run directory's lock, sweep_status.json) is not records.STATUS_COMPLETED -- diverged,
+interrupted, crashed, running, ... -- is refused with one line naming it and its status, unless
+include_incomplete (the analyses' --include-incomplete), which analyses its last checkpoint. Either way
+TrainedRun.status and .epochs_completed (the checkpoint's epochs) go into every row of the analyses' CSVs.
 """
 import argparse
 import math
@@ -28,7 +34,8 @@ class TrainedRun:
     model: torch.nn.Module      # evaluation weights, eval mode, on the requested device
     label: str                  # the minimizer setting, for tables and legends
     seed: int
-    epochs_completed: int
+    epochs_completed: int       # epochs finished when the checkpoint was written
+    status: str                 # records.STATUS_COMPLETED unless include_incomplete let another through
 
 
 def run_label(config):
@@ -39,13 +46,32 @@ def run_label(config):
     return label
 
 
-def load_run(run_dir, device, channels_last=False):
+def run_status(run_dir):
+    """The run's status as collect reports it (records.resolve_status); records.STATUS_INVALID if its
+    summary.json or sweep_status.json cannot be read."""
+    found = {}
+    for name in (records.SUMMARY_FILE, records.SWEEP_RECORD_FILE):
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            try:
+                found[name] = records.read_json(path).get("status")
+            except (records.RecordError, AttributeError):   # unreadable, or not a JSON object
+                return records.STATUS_INVALID
+    return records.resolve_status(found.get(records.SUMMARY_FILE), records.run_dir_locked(run_dir),
+                                  found.get(records.SWEEP_RECORD_FILE))
+
+
+def load_run(run_dir, device, channels_last=False, include_incomplete=False):
     config_path = os.path.join(run_dir, records.CONFIG_FILE)
     checkpoint_path = os.path.join(run_dir, records.CHECKPOINT_FILE)
     if not os.path.isdir(run_dir):
         raise UsageError(f"{run_dir}: no such run directory")
     if not os.path.isfile(checkpoint_path):
         raise UsageError(f"{run_dir}: no {records.CHECKPOINT_FILE} (not a run directory, or no epoch finished yet)")
+    status = run_status(run_dir)
+    if status != records.STATUS_COMPLETED and not include_incomplete:
+        raise UsageError(f"{run_dir}: the run is {status}, not {records.STATUS_COMPLETED}: its checkpoint is not "
+                         f"a trained model (--include-incomplete analyses it anyway)")
     try:
         config = records.read_json(config_path, "run config")
         state = records.load_checkpoint(checkpoint_path, device)
@@ -72,7 +98,14 @@ def load_run(run_dir, device, channels_last=False):
     if channels_last:
         trained = trained.to(memory_format=torch.channels_last)
     trained.eval()
-    return TrainedRun(run_dir, config, trained, run_label(config), config.get("seed"), int(state["epoch"]))
+    return TrainedRun(run_dir, config, trained, run_label(config), config.get("seed"), int(state["epoch"]), status)
+
+
+def run_note(trained):
+    """' (diverged, 3 epochs)' for a run analysed with --include-incomplete; '' for a completed one."""
+    if trained.status == records.STATUS_COMPLETED:
+        return ""
+    return f" ({trained.status}, {trained.epochs_completed} epoch{'s' * (trained.epochs_completed != 1)})"
 
 
 def load_data(config, device, data_dir=None):
@@ -97,10 +130,10 @@ def nonnegative_grid(name):
     return parse
 
 
-def load_runs(run_dirs, device, channels_last, data_dir=None):
+def load_runs(run_dirs, device, channels_last, data_dir=None, include_incomplete=False):
     """Every run, checked before any work starts (so bad input fails fast, before any output).
     Runs sharing a dataset configuration share one loaded dataset. Returns [(TrainedRun, Dataset)]."""
-    runs = [load_run(run_dir, device, channels_last) for run_dir in run_dirs]
+    runs = [load_run(run_dir, device, channels_last, include_incomplete) for run_dir in run_dirs]
     cache, out = {}, []
     for run in runs:
         key = (run.config["dataset"], data_dir or run.config.get("data_dir"), run.config.get("train_subset"))
@@ -122,6 +155,10 @@ def add_common_flags(parser, default_out):
                         help="channels_last memory format (default: on on the CPU, as in training)")
     parser.add_argument("--out", default=default_out, help="CSV to write (default %(default)s); the figure "
                         "goes next to it with the extension .png")
+    parser.add_argument("--include-incomplete", "--include_incomplete", dest="include_incomplete", action="store_true",
+                        help="also analyse runs that did not complete (diverged, interrupted, crashed, running: "
+                             "their last checkpoint); by default they are refused. Every CSV row records the run's "
+                             "status and epoch (epochs finished at its checkpoint) either way")
 
 
 def figure_path(csv_path):

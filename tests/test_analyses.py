@@ -227,6 +227,48 @@ def test_an_unwritable_out_is_refused_before_any_evaluation(script, trained_runs
     assert sorted(os.listdir(tmp_path)) == ["a_file", "taken.png"]
 
 
+def copy_with_status(run_dir, dest, status=None):
+    """A copy of a trained run whose summary.json says `status` (None: no summary.json at all)."""
+    shutil.copytree(run_dir, dest)
+    path = dest / records.SUMMARY_FILE
+    if status is None:
+        path.unlink()
+    else:
+        path.write_text(json.dumps({**json.loads(path.read_text()), "status": status}))
+    return dest
+
+
+QUICK = {"noisy_weights": ["--eta", "0", "0.1", "--draws", "1"],
+         "sharpness": ["--radius", "0.05", "--asam_radius", "0.5", "--steps", "1", "--images", "32",
+                       "--power_iterations", "0"]}
+
+
+@pytest.mark.parametrize("script", ["noisy_weights", "sharpness"])
+def test_runs_that_did_not_complete_are_refused_unless_included(script, trained_runs, tmp_path, capsys):
+    import pandas as pd
+    module = {"noisy_weights": noisy_weights, "sharpness": sharpness}[script]
+    diverged = copy_with_status(trained_runs[0], tmp_path / "diverged", records.STATUS_DIVERGED)
+    killed = copy_with_status(trained_runs[0], tmp_path / "killed", records.STATUS_RUNNING)   # nobody holds its lock
+    unknown = copy_with_status(trained_runs[0], tmp_path / "unknown", None)
+    out = tmp_path / "out.csv"
+    for run_dir, status in ((diverged, records.STATUS_DIVERGED), (killed, records.STATUS_CRASHED),
+                            (unknown, records.STATUS_INCOMPLETE)):
+        assert module.main([trained_runs[1], str(run_dir), *QUICK[script], "--device", "cpu", "--out", str(out)]) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {run_dir}: the run is {status}, not "
+                                                   f"{records.STATUS_COMPLETED}") and "--include-incomplete" in err[0], err
+        assert captured.out == "" and not out.exists()   # refused before any work
+    assert module.main([trained_runs[1], str(diverged), *QUICK[script], "--include-incomplete", "--device", "cpu",
+                        "--out", str(out)]) == 0
+    assert f"{diverged} ({records.STATUS_DIVERGED}, 1 epoch): " in capsys.readouterr().out
+    frame = pd.read_csv(out)
+    assert list(frame.columns[:5]) == ["run_dir", "label", "seed", "status", "epoch"]
+    assert dict(zip(frame["run_dir"], frame["status"])) == {trained_runs[1]: records.STATUS_COMPLETED,
+                                                            str(diverged): records.STATUS_DIVERGED}
+    assert set(frame["epoch"]) == {1}
+
+
 # ------------------------------------------------------------------------------- table and alpha figure
 def test_analysis_table_means_over_seeds(tmp_path, capsys):
     import pandas as pd
