@@ -4,7 +4,6 @@ Tiny runs (resnet8 on the offline sample, 128 images, single thread); the statis
 against the per-step alphas recorded naively, the warm-up against its closed form, and a resumed
 warm-up run against the uninterrupted one, weight for weight.
 """
-import argparse
 import csv
 import os
 from contextlib import nullcontext
@@ -16,8 +15,9 @@ import data
 import example_cifar
 import minimizers
 import models
-from training import records
-from training.loop import alpha_columns, train_one_epoch, warmup_factor
+from training import lifecycle, records
+from training.loop import alpha_columns, lr_schedule, train_one_epoch, warmup_factor
+from training.settings import CifarSettings
 
 SMALL = ["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", "128",
          "--batch_size", "32", "--device", "cpu", "--seed", "0"]
@@ -91,24 +91,23 @@ def test_metrics_csv_alpha_columns(tmp_path, capsys):
 
 
 def test_warmup_factor_closed_form():
-    args = argparse.Namespace(warmup_epochs=1.5)
-    factors = [warmup_factor(args, epoch, index, 4) for epoch in (1, 2, 3) for index in range(1, 5)]
+    factors = [warmup_factor(1.5, epoch, index, 4) for epoch in (1, 2, 3) for index in range(1, 5)]
     assert factors[:6] == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])
     assert factors[6:8] == [1.0, 1.0]          # the rest of the epoch in which warm-up ends
     assert factors[8:] == [None] * 4           # epochs after it: the schedule alone
-    assert warmup_factor(argparse.Namespace(warmup_epochs=0), 1, 1, 4) is None
-    assert warmup_factor(argparse.Namespace(), 1, 1, 4) is None  # scripts without the flag
+    assert warmup_factor(0, 1, 1, 4) is None
 
 
 def test_warmup_rates_seen_by_the_optimizer():
-    args = example_cifar.build_parser().parse_args([*SMALL, "--minimizer", "SGD", "--warmup_epochs", "1.5",
-                                                    "--lr", "0.2", "--epochs", "3"])
-    hparams, _ = example_cifar.resolve_minimizer_hparams(args)
+    args, _ = lifecycle.parse_settings(CifarSettings, example_cifar.parser(),
+                                       [*SMALL, "--minimizer", "SGD", "--warmup_epochs", "1.5", "--lr", "0.2",
+                                        "--epochs", "3"])
+    hparams = args.minimizer_hparams
     torch.manual_seed(0)
     model = models.create_model(args.model, 10)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     minimizer = minimizers.create(args.minimizer, model, optimizer, **hparams)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, example_cifar.lr_schedule(args))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(args))
     dataset = data.load_dataset(args.dataset, args.data_dir, torch.device("cpu"), args.train_subset)
     rates = []
     original_step = optimizer.step

@@ -18,7 +18,8 @@ import torch
 
 import data
 import example_cifar
-from training import records
+from training.settings import CifarSettings
+from training import lifecycle, records
 from training.loop import LOG_EVERY, lr_schedule, train_one_epoch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,13 +101,14 @@ def test_end_to_end_records(straight_run):
         assert float(row["train_loss"]) > 0 and float(row["images_per_second"]) > 0
     config = read_json(os.path.join(out, "config.json"))
     for key in ("dataset", "model", "minimizer", "lr", "momentum", "weight_decay", "batch_size", "epochs",
-                "rho", "eta", "k", "alpha", "seed", "schedule", "train_subset", "bn_policy", "passes",
-                "precision", "channels_last", "compile", "device", "minimizer_hparams", "versions",
-                "git_commit", "command"):
+                "seed", "schedule", "train_subset", "augment", "precision", "channels_last", "compile", "device",
+                "minimizer_hparams", "versions", "git_commit", "command"):
         assert key in config, key
-    assert config["minimizer"] == "Lookbehind_SAM" and config["rho"] == 0.05  # library default for SAM-type
-    assert config["k"] == 2 and config["alpha"] == -1 and config["eta"] is None  # eta: not a SAM hparam
-    assert config["minimizer_hparams"]["alpha"] == -1 and config["device"] == "cpu"
+    hparams = config["minimizer_hparams"]   # the one record of the minimizer's hyperparameters, all resolved
+    assert not {"rho", "k", "alpha", "eta", "bn_policy", "passes", "hparam"} & set(config)
+    assert config["minimizer"] == "Lookbehind_SAM" and hparams["rho"] == 0.05  # library default for SAM-type
+    assert hparams["k"] == 2 and hparams["alpha"] == -1 and "eta" not in hparams  # eta: not a SAM hparam
+    assert hparams["bn_policy"] == "every" and hparams["passes"] == "shared" and config["device"] == "cpu"
     assert config["channels_last"] is True     # the default memory format on the CPU, resolved and recorded
     assert set(config["versions"]) == {"python", "torch", "torchvision", "numpy"}
     summary = read_json(os.path.join(out, "summary.json"))
@@ -322,7 +324,7 @@ def call_main(capsys, *argv):
     (["--model", "vgg11"], "unknown model"),
     (["--dataset", "MNIST"], "unknown dataset"),
     (["--minimizer", "SAM", "--rho", "-0.1"], "rho"),
-    (["--minimizer", "Lookbehind_SAM", "--k", "0"], "k must be"),
+    (["--minimizer", "Lookbehind_SAM", "--k", "0"], "--k"),
     (["--minimizer", "Lookbehind_SAM", "--alpha", "2"], "alpha"),
     (["--lr", "abc"], "--lr"),
     (["--lr", "nan"], "--lr"),
@@ -389,29 +391,29 @@ def test_resume_refuses_changed_settings_and_finished_runs_are_protected(straigh
     assert code == 2 and "--resume" in output.err
 
 
+def settings_of(*argv):
+    return lifecycle.parse_settings(CifarSettings, example_cifar.parser(), list(argv))
+
+
 def test_flags_aliases_and_hparam_resolution(capsys):
-    parser = example_cifar.build_parser()
-    args = parser.parse_args(["--weight-decay", "0.1", "--batch-size", "32", "--minimizer", "lookbehind-asam",
-                              "--no-minibatch-switching", "--alpha", "-1"])
-    assert (args.weight_decay, args.batch_size, args.minimizer) == (0.1, 32, "Lookbehind_ASAM")
-    hparams, ignored = example_cifar.resolve_minimizer_hparams(args)
+    settings, ignored = settings_of("--weight-decay", "0.1", "--batch-size", "32", "--minimizer", "lookbehind-asam",
+                                    "--no-minibatch-switching", "--alpha", "-1")
+    assert (settings.weight_decay, settings.batch_size, settings.minimizer) == (0.1, 32, "Lookbehind_ASAM")
+    hparams = settings.minimizer_hparams
     assert hparams["rho"] == 0.5 and hparams["eta"] == 0.01 and hparams["alpha"] == -1  # ASAM-type defaults
     assert hparams["minibatch_switching"] is False and ignored == []
-    args = parser.parse_args(["--minimizer", "SGD", "--rho", "0.2", "--k", "3"])
-    hparams, ignored = example_cifar.resolve_minimizer_hparams(args)
-    assert "rho" not in hparams and ignored == ["k", "rho"] and args.rho is None
-    args = parser.parse_args(["--minimizer", "Multistep_SAM", "--descent_gradient", "mean", "--split_rho"])
-    hparams, _ = example_cifar.resolve_minimizer_hparams(args)
-    assert hparams["descent_gradient"] == "mean" and hparams["split_rho"] is True
+    settings, ignored = settings_of("--minimizer", "SGD", "--rho", "0.2", "--k", "3")
+    assert "rho" not in settings.minimizer_hparams and ignored == ["k", "rho"] and settings.hparam("rho") is None
+    settings, _ = settings_of("--minimizer", "Multistep_SAM", "--descent_gradient", "mean", "--split_rho")
+    assert settings.hparam("descent_gradient") == "mean" and settings.hparam("split_rho") is True
 
 
 def test_lr_schedules_match_torch():
-    parser = example_cifar.build_parser()
     for flags, reference in (
             (["--epochs", "200"], lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [50, 100, 150], 0.1)),
             (["--epochs", "30", "--schedule", "cosine"],
              lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, 30))):
-        args = parser.parse_args(flags)
+        args, _ = settings_of(*flags)
         ours_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         ref_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         ours = torch.optim.lr_scheduler.LambdaLR(ours_opt, lr_schedule(args))
@@ -429,7 +431,7 @@ def test_resume_with_the_same_hparam_command(tmp_path, capsys):
     assert call_main(capsys, *command)[0] == 0
     code, output = call_main(capsys, *command[:-4], "--epochs", "2", "--out", out, "--resume")
     assert code == 0, output.err
-    assert read_json(os.path.join(out, "config.json"))["hparam"] == ["alpha_g=0.02"]
+    assert read_json(os.path.join(out, "config.json"))["minimizer_hparams"]["alpha_g"] == 0.02
     assert read_json(os.path.join(out, "summary.json"))["epochs_completed"] == 2
     code, output = call_main(capsys, "--out", out, "--resume", "--epochs", "3", "--hparam", "alpha_g=0.5")
     assert code == 2 and "hparam" in output.err
@@ -443,9 +445,8 @@ def test_training_epoch_reads_the_device_only_at_log_points(monkeypatch):
     import minimizers
     import models
 
-    args = example_cifar.build_parser().parse_args(
-        [*SMALL, *LOOKBEHIND, "--train_subset", "200", "--batch_size", "4", "--epochs", "1"])
-    hparams, _ = example_cifar.resolve_minimizer_hparams(args)
+    args, _ = settings_of(*SMALL, *LOOKBEHIND, "--train_subset", "200", "--batch_size", "4", "--epochs", "1")
+    hparams = args.minimizer_hparams
     device = torch.device("cpu")
     torch.manual_seed(0)
     model = models.create_model(args.model, 10)

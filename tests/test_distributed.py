@@ -68,13 +68,14 @@ def train(minimizer_name, hparams, parallel, epochs=2):
     train_forward = parallel.wrap(model)
     parallel.average_gradients_before_step(optimizer)
     dataset = tiny_dataset()
-    args = argparse.Namespace(batch_size=BATCH, seed=0, epochs=epochs, channels_last=False)
+    args = argparse.Namespace(batch_size=BATCH, seed=0, epochs=epochs, channels_last=False, augment=True,
+                              warmup_epochs=0)  # what train_one_epoch reads of the settings
     metrics = []
     for epoch in range(1, epochs + 1):
         loss, acc, _, finite = train_one_epoch(epoch, train_forward, minimizer, dataset, args, torch.device("cpu"),
                                                nullcontext, parallel)
         with minimizer.evaluation_weights():
-            test = evaluate(model, model, dataset, args, torch.device("cpu"), nullcontext, parallel)
+            test = evaluate(model, model, dataset, False, nullcontext, parallel)
         metrics.append((loss, acc, *test))
     return {"params": [p.detach().clone() for p in model.parameters()], "metrics": metrics}
 

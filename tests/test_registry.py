@@ -10,7 +10,7 @@ import pytest
 import minimizers
 from minimizers import registry
 from reference import build, make_model
-from training.cli import HPARAM_FLAGS, Parser, add_minimizer_flags, flag_adder
+from training.settings import HPARAM_FLAGS, CifarSettings, ContinualSettings, build_parser
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,8 +22,11 @@ def test_readme_table_is_the_generated_one():
 
 
 def test_cli_help_states_every_library_default():
-    parser = Parser()
-    add_minimizer_flags(flag_adder(parser))
+    for settings_class in (CifarSettings, ContinualSettings):
+        check_library_defaults_in_help(build_parser(settings_class, ""))
+
+
+def check_library_defaults_in_help(parser):
     helps = {action.dest: action.help for action in parser._actions}
     for key in HPARAM_FLAGS:
         for value, names in minimizers.defaults_by_value(key).items():

@@ -666,9 +666,12 @@ CLI_HPARAMS = {"GSAM": ["--hparam", "rho_max=0.05", "--hparam", "alpha_g=0.02", 
 def test_cli_accepts_every_variant_and_its_hyperparameters():
     example_cifar = pytest.importorskip("example_cifar")
     for name in NEW_NAMES:
-        args = example_cifar.build_parser().parse_args(["--minimizer", name.lower(), *CLI_HPARAMS[name]])
-        assert args.minimizer == name
-        resolved, ignored = example_cifar.resolve_minimizer_hparams(args)
+        from training import lifecycle
+        from training.settings import CifarSettings
+        settings, ignored = lifecycle.parse_settings(CifarSettings, example_cifar.parser(),
+                                                     ["--minimizer", name.lower(), *CLI_HPARAMS[name]])
+        assert settings.minimizer == name
+        resolved = settings.minimizer_hparams
         assert not ignored and set(resolved) == set(minimizers.hparams(name))
         argv = CLI_HPARAMS[name]
         for flag, value in zip(argv[::2], argv[1::2]):

@@ -99,6 +99,12 @@ def settings_from_config(settings_class, config, path):
         raise UsageError(f"{exc} (edited by hand?); the run cannot be resumed") from None
 
 
+def parse_settings(settings_class, parser, argv):
+    """(settings, ignored minimizer flags) of a command line alone, as a new run would get them."""
+    typed, flags, _ = split_typed(settings_class, vars(parser.parse_args(argv)))
+    return settings_from_flags(settings_class, typed, flags, resolve_device(typed.get("device", "auto")).type)
+
+
 def open_run(settings_class, parser, argv, claim, take_claim=True):
     """Parse argv, find the run directory and its state, and return an OpenedRun (nothing written)."""
     typed, flags, resume = split_typed(settings_class, vars(parser.parse_args(argv)))
