@@ -30,16 +30,19 @@ seconds; status and epoch = the run's status and the epochs finished at its chec
 and a figure (worst-case increase vs radius per ball, one line per minimizer setting, band = std over
 seeds; eigenvalues as a strip) next to it. Nothing is written unless every run was measured; an unwritable
 --out is refused before any checkpoint is loaded (one line, exit 2; missing directories are created).
-All loops run on the device without host reads; the values are read once per checkpoint.
+All loops run on the device without host reads; the values are read once per checkpoint. On a terminal,
+a progress bar on stderr counts the measures of all runs (tqdm; none when stderr is a file or a pipe).
 """
 import contextlib
 import io
+import os
 import sys
 import time
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 import data
 from scripts.common import check_writable_file, minimizer_order, run_main, write_atomic
@@ -230,27 +233,39 @@ def training_subset(dataset, images, seed, batch_size, channels_last):
     return [(inputs[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, images, batch_size)]
 
 
-def measure(model, batches, args, autocast):
-    """Every measure of one model as [(measure, ball, radius, device tensor)]."""
+def measure_count(args):
+    """How many measures measure() takes of one model (the progress bar's work units)."""
+    return (1 + len(args.radius) + len(args.asam_radius) + (args.power_iterations > 0)
+            + (args.trace_samples > 0))
+
+
+def measure(model, batches, args, autocast, progress=None):
+    """Every measure of one model as [(measure, ball, radius, device tensor)]; progress.update(1) after
+    each of the measure_count(args) measures (on a GPU: once its work is queued)."""
+    advance = progress.update if progress is not None else lambda n: None
     model.eval()   # BatchNorm fixed: the loss is a function of the weights alone
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     names, params = [n for n, _ in named], [p for _, p in named]
     loss_fn = F.cross_entropy
     out = [("loss", "", 0.0, mean_loss(model, batches, loss_fn, autocast))]
+    advance(1)
     for ball, radii in (("l2", args.radius), ("asam", args.asam_radius)):
         scales = ball_scales(names, params, ball, args.asam_eta)
         for radius in radii:
             out.append(("worst_case_increase", ball, radius,
                         worst_case_increase(model, params, batches, loss_fn, radius, scales, args.steps,
                                             args.step_size, autocast)))
+            advance(1)
     generator = torch.Generator(device=params[0].device).manual_seed(args.seed)
     if args.power_iterations > 0:
         eigenvalue, change = top_eigenvalue(model, params, batches, loss_fn, args.power_iterations, generator,
                                             HVP[args.hvp])
         out += [("top_eigenvalue", "", 0.0, eigenvalue), ("top_eigenvalue_last_change", "", 0.0, change)]
+        advance(1)
     if args.trace_samples > 0:
         out.append(("hessian_trace", "", 0.0, hutchinson_trace(model, params, batches, loss_fn,
                                                                args.trace_samples, generator, HVP[args.hvp])))
+        advance(1)
     return out
 
 
@@ -302,20 +317,27 @@ def run(argv):
     channels_last = device.type == "cpu" if args.channels_last is None else args.channels_last
     autocast = autocast_factory(device, args.precision)
     rows = []
-    for trained, dataset in load_runs(args.run_dirs, device, channels_last, args.data_dir, args.include_incomplete):
-        start = time.perf_counter()
-        batches = training_subset(dataset, args.images, args.subset_seed, args.batch_size, channels_last)
-        results = measure(trained.model, batches, args, autocast)
-        values = torch.stack([value.float() for *_, value in results]).tolist()   # the one host read
-        seconds = time.perf_counter() - start
-        for (name, ball, radius, _), value in zip(results, values):
-            rows.append({"run_dir": trained.run_dir, "label": trained.label, "seed": trained.seed,
-                         "status": trained.status, "epoch": trained.epochs_completed, "measure": name, "ball": ball,
-                         "radius": radius, "value": value, "seconds": round(seconds, 2)})
-        summary = {f"{n}{'_' + b if b else ''}{'@' + format(r, 'g') if r else ''}": v
-                   for (n, b, r, _), v in zip(results, values)}
-        print(f"{trained.run_dir}{run_note(trained)}: loss {summary['loss']:.4f}, top eigenvalue "
-              f"{summary.get('top_eigenvalue', float('nan')):.3g} | {seconds:.1f}s", flush=True)
+    runs = load_runs(args.run_dirs, device, channels_last, args.data_dir, args.include_incomplete)
+    # A bar over every run's measures on stderr, only when it is a terminal (disable=None); the
+    # per-run lines go through tqdm.write so that they do not break it.
+    with tqdm(total=len(runs) * measure_count(args), desc="sharpness", unit="measure", file=sys.stderr,
+              disable=None, dynamic_ncols=True) as progress:
+        for trained, dataset in runs:
+            progress.set_postfix_str(os.path.basename(os.path.normpath(trained.run_dir)), refresh=False)
+            start = time.perf_counter()
+            batches = training_subset(dataset, args.images, args.subset_seed, args.batch_size, channels_last)
+            results = measure(trained.model, batches, args, autocast, progress)
+            values = torch.stack([value.float() for *_, value in results]).tolist()   # the one host read
+            seconds = time.perf_counter() - start
+            for (name, ball, radius, _), value in zip(results, values):
+                rows.append({"run_dir": trained.run_dir, "label": trained.label, "seed": trained.seed,
+                             "status": trained.status, "epoch": trained.epochs_completed, "measure": name,
+                             "ball": ball, "radius": radius, "value": value, "seconds": round(seconds, 2)})
+            summary = {f"{n}{'_' + b if b else ''}{'@' + format(r, 'g') if r else ''}": v
+                       for (n, b, r, _), v in zip(results, values)}
+            tqdm.write(f"{trained.run_dir}{run_note(trained)}: loss {summary['loss']:.4f}, top eigenvalue "
+                       f"{summary.get('top_eigenvalue', float('nan')):.3g} | {seconds:.1f}s", file=sys.stdout)
+            sys.stdout.flush()
     frame = pd.DataFrame(rows)
     write_atomic(args.out, frame.to_csv(index=False))
     plot(frame, figure_path(args.out))

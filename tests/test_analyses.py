@@ -269,6 +269,28 @@ def test_runs_that_did_not_complete_are_refused_unless_included(script, trained_
     assert set(frame["epoch"]) == {1}
 
 
+def test_sharpness_shows_a_progress_bar_over_runs_and_measures_on_a_terminal(trained_runs, tmp_path, monkeypatch,
+                                                                               capsys):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    argv = [*trained_runs, *QUICK["sharpness"], "--trace_samples", "1", "--device", "cpu", "--out", str(tmp_path / "s.csv")]
+    assert sharpness.main(argv) == 0
+    units = len(trained_runs) * (1 + 1 + 1 + 1)   # per run: loss, one l2 radius, one ASAM radius, the trace
+    bar = terminal.getvalue()
+    assert f"{units}/{units}" in bar and "sharpness: 100%" in bar and "measure" in bar, bar
+    printed = capsys.readouterr().out   # the per-run lines still go to stdout
+    assert all(f"{run_dir}: loss " in printed for run_dir in trained_runs)
+    monkeypatch.undo()
+    assert sharpness.main(argv) == 0    # stderr not a terminal (a log file, CI): no bar
+    assert capsys.readouterr().err == ""
+
+
 # ------------------------------------------------------------------------------- table and alpha figure
 def test_analysis_table_means_over_seeds(tmp_path, capsys):
     import pandas as pd
