@@ -6,6 +6,7 @@ script raises is records.UsageError (one line "error: ...", exit status records.
 """
 import argparse
 import math
+import re
 
 import torch
 
@@ -15,7 +16,8 @@ from training.records import UsageError  # noqa: F401  (re-exported: the entry p
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print the usage block; we want one line
-        raise UsageError(message)
+        # "argument --weight_decay/--weight-decay: ..." names the flag once: "argument --weight_decay: ..."
+        raise UsageError(re.sub(r"^argument (--[\w-]+)(/--[\w-]+)+:", r"argument \1:", message))
 
 
 def finite_float(minimum=None, strictly_positive=False):

@@ -52,18 +52,12 @@ class OpenedRun:
                                                                   records.METRICS_FILE, records.SUMMARY_FILE)}
 
 
-def settings_error(exc, source="argument"):
-    if isinstance(exc, SettingError):
-        prefix = f"argument --{exc.name}" if source == "argument" else f"{source}: {exc.name}"
-        return UsageError(f"{prefix}: {exc}")
-    return exc
-
-
-def make_settings(settings_class, values, hparams=None, source="argument"):
+def make_settings(settings_class, values, hparams=None):
+    """settings_class(...) from flag values; a SettingError names the flag."""
     try:
         return settings_class(**values, minimizer_hparams=hparams)
     except SettingError as exc:
-        raise settings_error(exc, source) from None
+        raise UsageError(f"argument --{exc.name}: {exc}") from None
 
 
 def settings_from_flags(settings_class, typed, flags, device_type):
@@ -94,9 +88,11 @@ def settings_from_config(settings_class, config, path):
         raise UsageError(f"{path}: the setting 'minimizer_hparams' is missing; the run cannot be resumed")
     hparams = values.pop("minimizer_hparams")
     try:
-        return make_settings(settings_class, values, hparams, source=path)
-    except UsageError as exc:
-        raise UsageError(f"{exc} (edited by hand?); the run cannot be resumed") from None
+        return settings_class(**values, minimizer_hparams=hparams)
+    except SettingError as exc:
+        raise UsageError(f"{path}: {exc.name}: {exc} (edited by hand?); the run cannot be resumed") from None
+    except UsageError as exc:   # a check across settings
+        raise UsageError(f"{path}: {exc} (edited by hand?); the run cannot be resumed") from None
 
 
 def parse_settings(settings_class, parser, argv):
@@ -144,7 +140,7 @@ def open_run(settings_class, parser, argv, claim, take_claim=True):
     try:
         opened.settings = dataclasses.replace(saved, **changes)
     except SettingError as exc:
-        raise settings_error(exc) from None
+        raise UsageError(f"argument --{exc.name}: {exc}") from None
     opened.saved_config, opened.ignored_flags = config, tuple(config.get("ignored_flags") or ())
     summary_path = os.path.join(out, records.SUMMARY_FILE)
     if os.path.exists(summary_path):
