@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from scripts import grids
-from training import records
+from training import lifecycle, records
 from training.cli import Parser, UsageError, positive_int
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -483,7 +483,22 @@ def specs_for(args, sweep_dir):
                    *(["--data_dir", os.path.abspath(args.data_dir)] if args.data_dir else []),
                    *args.extra, "--out", run_dir, "--resume")
         specs.append(RunSpec(run.name, run_dir, tuple(command), args.name))
+        # Every run's command is checked as its script will check it, before any run starts or anything is
+        # written: a bad value (--epochs 0, --lb-alpha nan, -- --lr nan) is one line now, not N failed runs.
+        try:
+            lifecycle.check_command(run.entry, command[2:], planned_device(args))
+        except UsageError as exc:
+            raise UsageError(f"run {run.name}: {exc}") from None
     return specs
+
+
+def planned_device(args):
+    """The device type the runs will train on: CUDA with GPUs (--gpus, Slurm --gpus-per-run), else --device."""
+    if args.gpus or (args.executor == "slurm" and args.gpus_per_run > 0):
+        return "cuda"
+    if args.executor == "slurm":
+        return "cpu"
+    return None if args.device == "auto" else args.device   # None: --device auto, resolved on this machine
 
 
 def main(argv=None):

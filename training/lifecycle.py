@@ -95,10 +95,21 @@ def settings_from_config(settings_class, config, path):
         raise UsageError(f"{path}: {exc} (edited by hand?); the run cannot be resumed") from None
 
 
-def parse_settings(settings_class, parser, argv):
-    """(settings, ignored minimizer flags) of a command line alone, as a new run would get them."""
+def parse_settings(settings_class, parser, argv, device_type=None):
+    """(settings, ignored minimizer flags) of a command line alone, as a new run would get them.
+    device_type: the device the run will have (a sweep checking a command for another machine), else
+    --device resolved here."""
     typed, flags, _ = split_typed(settings_class, vars(parser.parse_args(argv)))
-    return settings_from_flags(settings_class, typed, flags, resolve_device(typed.get("device", "auto")).type)
+    device_type = device_type or resolve_device(typed.get("device", "auto")).type
+    return settings_from_flags(settings_class, typed, flags, device_type)
+
+
+def check_command(entry, argv, device_type):
+    """UsageError if `entry` (a training script's file name, ENTRY_SETTINGS) would refuse argv: what a
+    launcher (scripts/sweep.py) checks for every run before it starts any."""
+    from training.settings import ENTRY_SETTINGS, build_parser
+    settings_class = ENTRY_SETTINGS[os.path.basename(entry)]
+    parse_settings(settings_class, build_parser(settings_class, entry), argv, device_type)
 
 
 def open_run(settings_class, parser, argv, claim, take_claim=True):

@@ -544,6 +544,10 @@ class ContinualSettings(CommonSettings):
         return {**super().summary_keys(), "benchmark": self.benchmark}
 
 
+# The training scripts and their settings (a launcher checks a run's command against them before starting it).
+ENTRY_SETTINGS = {"example_cifar.py": CifarSettings, "example_continual.py": ContinualSettings}
+
+
 def _continual():
     from training import continual   # training.continual imports data only; imported late to keep this light
     return continual
