@@ -155,7 +155,7 @@ def minimizer_flags(opts, minimizer, hparams):
     args = []
     for key, value in chosen.items():
         args += [f"--{key}", value] if key in HPARAM_FLAGS else ["--hparam", f"{key}={value}"]
-    return args, {key: float(chosen[key]) for key in ("rho", "k", "alpha") if key in chosen}
+    return args, {key: float(chosen[key]) for key in records.NAMED_HPARAMS if key in chosen}
 
 
 # ------------------------------------------------------------------------- the paper's grids

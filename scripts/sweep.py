@@ -174,11 +174,11 @@ def decide(run_dir, retry_diverged):
     """(action, reason): 'run' or 'skip', from the run directory's records."""
     status = read_summary_status(run_dir)
     if status == records.STATUS_COMPLETED:
-        return "skip", "completed"
+        return "skip", records.STATUS_COMPLETED
     if records.run_dir_locked(run_dir):
         return "skip", records.STATUS_RUNNING_ELSEWHERE
     if status == records.STATUS_DIVERGED:
-        return ("run", "diverged: retried") if retry_diverged else ("skip", "diverged")
+        return ("run", f"{records.STATUS_DIVERGED}: retried") if retry_diverged else ("skip", records.STATUS_DIVERGED)
     if os.path.exists(os.path.join(run_dir, records.CHECKPOINT_FILE)):
         return "run", f"{status or 'unfinished'}: continues from its checkpoint"
     return "run", "new" if not os.path.exists(run_dir) else f"{status or 'unfinished'}: starts over"
@@ -534,7 +534,7 @@ def sweep(argv):
         if action == "skip":
             log(f"SKIP {spec.name} ({reason})")
             continue
-        if reason.startswith("diverged"):
+        if reason.startswith(records.STATUS_DIVERGED):
             retire(spec.run_dir, sweep_dir)
             log(f"RETIRE {spec.name} (diverged; the old attempt is in .retired/)")
         todo.append(spec)

@@ -84,6 +84,10 @@ ALPHA_COLUMNS = ["alpha_mean", "alpha_min", "alpha_max"]
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
                   "epoch_seconds", "images_per_second"] + ALPHA_COLUMNS
 CHECKPOINT_FORMAT = 1
+# The minimizer hyperparameters a run is named by (run_name) and that its summary and collect's tables
+# show: the paper's three. RUN_KEYS: the settings that identify a run in summary.json and runs.csv.
+NAMED_HPARAMS = ("rho", "k", "alpha")
+RUN_KEYS = ("dataset", "model", "minimizer", *NAMED_HPARAMS, "seed")
 # summary.json keys of a continual run (training/continual.py defines them)
 CONTINUAL_METRICS = ("average_accuracy", "forgetting", "learning_accuracy")
 
@@ -335,7 +339,7 @@ def summary_record(status, config, rows, wall_seconds, extra=None):
         "final_test_loss": rows[-1]["test_loss"] if rows else None,
         "wall_seconds": round(wall_seconds, 3),
     }
-    record.update({key: config.get(key) for key in ("dataset", "model", "minimizer", "rho", "k", "alpha", "seed")})
+    record.update({key: config.get(key) for key in RUN_KEYS})
     record.update(extra or {})
     return record
 
@@ -362,7 +366,7 @@ def resolve_status(summary_status, locked, sweep_status=None):
     return STATUS_INCOMPLETE
 
 
-def run_name(dataset, model, minimizer, hparams, seed, keys=("rho", "k", "alpha")):
+def run_name(dataset, model, minimizer, hparams, seed, keys=NAMED_HPARAMS):
     """Default run directory name: <dataset>_<model>_<minimizer>[_rho..][_k..][_alpha..]_s<seed>."""
     name = f"{dataset}_{model}_{minimizer}"
     for key in keys:

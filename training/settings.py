@@ -21,7 +21,7 @@ import data
 import minimizers
 import models
 from minimizers.sampa import SAMPA_BN_POLICIES   # every policy (SAMPa accepts one more)
-from training import distributed
+from training import distributed, records
 from training.cli import Parser, model_name
 from training.records import UsageError
 
@@ -247,8 +247,6 @@ class MinimizerFlags:
 HPARAM_FLAGS = tuple(f.name for f in dataclasses.fields(MinimizerFlags) if f.name != "hparam")
 # Hyperparameters that set the work of one step, wherever they come from (a flag or --hparam).
 WORK_BOUNDS = {"k": MAX_INNER_STEPS, "num_samples": MAX_IMAGES}
-# The keys of a run's name (records.run_name) and of the summary: the paper's three.
-NAMED_HPARAMS = ("rho", "k", "alpha")
 
 
 def hparam_kind(key, default):
@@ -409,7 +407,7 @@ class CommonSettings:
         return self.minimizer_hparams.get(key)
 
     def named_hparams(self):
-        return {key: self.hparam(key) for key in NAMED_HPARAMS}
+        return {key: self.hparam(key) for key in records.NAMED_HPARAMS}
 
     def record(self):
         """config.json's settings: every field under its flag name (tuples as lists)."""
@@ -457,7 +455,6 @@ class CifarSettings(CommonSettings):
                              f"--device {self.device}")
 
     def default_out(self):
-        from training import records
         return f"runs/{records.run_name(self.dataset, self.model, self.minimizer, self.named_hparams(), self.seed)}"
 
 
@@ -536,7 +533,6 @@ class ContinualSettings(CommonSettings):
                                          self.num_tasks, self.task_seed)
 
     def default_out(self):
-        from training import records
         return (f"runs/continual/"
                 f"{records.run_name(self.benchmark, self.model, self.minimizer, self.named_hparams(), self.seed)}")
 
