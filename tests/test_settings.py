@@ -246,3 +246,9 @@ def test_non_finite_training_from_finite_inputs_is_diverged(tmp_path, capsys):
     code, output = call(capsys, example_cifar, *SMALL, "--minimizer", "SAM", "--lr", "1e6", "--out", out)
     assert code == records.EXIT_DIVERGED and "Traceback" not in output.err
     assert records.read_json(os.path.join(out, records.SUMMARY_FILE))["status"] == records.STATUS_DIVERGED
+
+
+def test_the_cli_reference_is_current():
+    from training.settings import reference_markdown
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "cli.md")) as f:
+        assert f.read() == reference_markdown(), "regenerate: python -m training.settings > docs/cli.md"

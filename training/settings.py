@@ -615,3 +615,56 @@ def resume_role(settings_class, name):
         if item.name == name:
             return item.metadata.get("resume", FIXED)
     return FIXED
+
+
+# ------------------------------------------------------------------------------------ the reference
+
+def _range_text(kind):
+    if isinstance(kind, Optional):
+        return _range_text(kind.kind)
+    if isinstance(kind, ListOf):
+        return f"one or more: {_range_text(kind.kind)}"
+    if isinstance(kind, Integer):
+        powers = {2**63 - 1: "2^63-1", 2**31 - 1: "2^31-1"}
+        return f"integer {kind.low}..{powers.get(kind.high, kind.high)}"
+    if isinstance(kind, Real):
+        return f"number {'>' if kind.low_open else '>='} {kind.low:g}, <= {kind.high:g}"
+    if isinstance(kind, Choice):
+        return " \\| ".join(map(str, kind.choices))
+    if isinstance(kind, Boolean):
+        return "on/off"
+    if isinstance(kind, Name):
+        return "a name (see help)"
+    if isinstance(kind, Text):
+        return "text"
+    return "KEY=VALUE (repeatable)"
+
+
+RESUME_TEXT = {FIXED: "kept", KEPT: "may change (saved unless given)", PER_CALL: "may change (this call's)"}
+
+
+def reference_markdown():
+    """docs/cli.md: every flag of every training script, from the declarations (a test keeps the file current)."""
+    lines = ["# Command-line reference", "",
+             "Generated from `training/settings.py` by `python -m training.settings > docs/cli.md` (a test checks",
+             "that this file is current). Every value is checked where it is typed and again when a resumed run",
+             "reads it back from its `config.json`; a value outside its range is one `error:` line and exit",
+             "status 2. *On --resume*: *kept* settings must equal the run's recorded value (a different one is",
+             "refused); the minimizer flags are compared with the run's resolved `minimizer_hparams`.", ""]
+    for entry, settings_class in ENTRY_SETTINGS.items():
+        lines += [f"## `{entry}`", "", "| flag | default | values | on --resume | what it does |",
+                  "|---|---|---|---|---|"]
+        for name, default, meta in declarations(settings_class):
+            flag = f"`--{name}`" + (" / `--no-" + name + "`" if meta["flag"] == "switch" else "")
+            shown = "" if default in (None, ()) else f"`{meta['kind'].describe(default)}`"
+            role = "compared" if name in HPARAM_FLAGS or name == "hparam" else RESUME_TEXT[meta.get("resume", FIXED)]
+            lines.append(f"| {flag} | {shown} | {_range_text(meta['kind'])} | {role} | "
+                         f"{meta['help'].replace('|', '/')} |")
+        lines.append("| `--resume` | | | | continue the run in `--out` from its checkpoint (its settings come "
+                     "from its config.json) |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")
