@@ -276,7 +276,7 @@ def collect(roots, sweep, out_dir, quiet=False):
     run_dirs = find_run_dirs(roots)
     if not run_dirs:
         raise UsageError(f"no run directories (with config.json / summary.json / sweep_status.json) "
-                        f"under {', '.join(roots)}")
+                         f"under {', '.join(roots)}")
     rows, curves, tsv_cache = [], [], {}
     for run_dir in run_dirs:
         try:

@@ -52,7 +52,7 @@ def read_results(results_dir, where_benchmark=None):
     runs = runs.dropna(subset=["minimizer"])
     if grouped.duplicated(["benchmark", "model", "minimizer"]).any():
         raise UsageError(f"several settings per benchmark/model/minimizer in {grouped_path}; collect one "
-                        f"setting per results directory")
+                         f"setting per results directory")
     return grouped, runs
 
 

@@ -155,7 +155,7 @@ def fig_kalpha(results, out_dir, metric="best", formats=("png", "pdf"), where=No
             dup = m.duplicated(["k", "alpha"], keep=False)
             if dup.any():
                 raise UsageError(f"{dataset}/{model}/{minimizer}: several settings per (k, alpha) "
-                                f"(e.g. rho or epochs differ); select one with --where")
+                                 f"(e.g. rho or epochs differ); select one with --where")
             ks = sorted(m["k"].dropna().unique())
             alphas = sorted(m["alpha"].dropna().unique(), key=lambda a: (float(a) == -1, float(a)))
             grid = np.full((len(ks), len(alphas)), np.nan)
@@ -221,7 +221,7 @@ def fig_rho(results, out_dir, metric="best", formats=("png", "pdf"), where=None)
                 others = [c for c in ("k", "alpha", "epochs") if c in m.columns and m[c].nunique() > 1]
                 if m.duplicated(["rho"], keep=False).any():
                     raise UsageError(f"{dataset}/{model}/{minimizer}: several settings per rho "
-                                    f"(differ in {', '.join(others) or 'other columns'}); select one with --where")
+                                     f"(differ in {', '.join(others) or 'other columns'}); select one with --where")
                 m = m.sort_values("rho")
                 ok = m[m[mean_c].notna()]
                 label = display_minimizer(minimizer)

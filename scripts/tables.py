@@ -52,7 +52,7 @@ def read_grouped(path, metric, where):
                    and c not in ("seeds", "n_completed")
                    and df[dup].groupby(["dataset", "model", "minimizer"])[c].nunique(dropna=False).max() > 1]
         raise UsageError(f"several settings per dataset/model/minimizer in {path} (they differ in "
-                        f"{', '.join(varying) or 'unknown columns'}); pick one with --where COLUMN=VALUE")
+                         f"{', '.join(varying) or 'unknown columns'}); pick one with --where COLUMN=VALUE")
     return df
 
 

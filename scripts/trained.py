@@ -90,7 +90,7 @@ def load_run(run_dir, device, channels_last=False, include_incomplete=False):
         minimizer.load_state_dict(state["minimizer"])
     except (RuntimeError, KeyError, ValueError) as exc:
         raise UsageError(f"{checkpoint_path} does not hold a {config['model']} trained with {config['minimizer']} "
-                        f"as config.json says ({records.one_line(exc)})") from None
+                         f"as config.json says ({records.one_line(exc)})") from None
     with minimizer.evaluation_weights():
         weights = {key: value.clone() for key, value in model.state_dict().items()}
     trained = models.create_model(config["model"], num_classes).to(device)
