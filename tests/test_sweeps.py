@@ -329,11 +329,11 @@ def test_sweep_end_to_end_with_the_real_trainer(tmp_path, capsys, monkeypatch):
     assert code == 0 and out.out.count("SKIP ") == 3 and out.out.count("START ") == 1
     assert all(os.path.getmtime(p) == t for p, t in mtimes.items())
 
-    # A run that fails (the trainer refuses its flags: exit 2) is recorded as failed: sweep exit 1.
-    code, out = run_sweep(capsys, "rho", "--name", "bad", "--datasets", "CIFAR10_sample", "--models", "resnet8",
+    # A run that fails (the trainer finds no data: exit 2) is recorded as failed: sweep exit 1.
+    code, out = run_sweep(capsys, "rho", "--name", "bad", "--datasets", "CIFAR10", "--models", "resnet8",
                           "--minimizers", "SAM", "--rhos-sam", "0.1", "--seeds", "0", "--epochs", "1", *roots,
-                          "--", "--train_subset", "1")
-    assert code == 1 and "status=failed exit=2" in out.out and "train_subset" in out.out
+                          "--data-dir", str(tmp_path / "no_data"), "--", "--no-download")
+    assert code == 1 and "status=failed exit=2" in out.out and "not found" in out.out
     # A diverging run is a result, not a failure; it is skipped next time unless --retry-diverged.
     div = ["generalization", "--name", "div", "--datasets", "CIFAR10_sample", "--models", "resnet8",
            "--minimizers", "SGD", "--seeds", "0", "--epochs", "1", *roots, *TINY, "--lr", "1e6"]
@@ -341,7 +341,7 @@ def test_sweep_end_to_end_with_the_real_trainer(tmp_path, capsys, monkeypatch):
     assert code == 0 and "status=diverged exit=3" in out.out
     code, out = run_sweep(capsys, *div)
     assert code == 0 and "SKIP CIFAR10_sample_resnet8_SGD_s0 (diverged)" in out.out
-    code, out = run_sweep(capsys, *div, "--dry-run")
+    code, out = run_sweep(capsys, *div[:div.index("--")], "--dry-run", *div[div.index("--"):])
     assert "SKIP CIFAR10_sample_resnet8_SGD_s0 (diverged)" in out.out
 
     # Bad input: one line, exit 2, nothing touched.
@@ -356,6 +356,11 @@ def test_sweep_end_to_end_with_the_real_trainer(tmp_path, capsys, monkeypatch):
         ([*grid, "--minimizers", "FOO"], "unknown minimizer"),
         (["rho", "--minimizers", "SGD", *roots], "SGD has no rho"),
         ([*grid, "--set", "SAM:rho_max=1"], "SAM has no hyperparameter 'rho_max'"),
+        # flags every run's script would refuse: checked for every run before any starts
+        ([*grid, "--", "--train_subset", "1"], "--train_subset: must be >= 2"),
+        ([*grid, "--epochs", "0"], "--epochs: must be >= 1"),
+        (["kalpha", "--alphas", "nan", *roots], "--alpha: expected a finite number"),
+        ([*grid, "--", "--lr", "nan"], "--lr: expected a finite number"),
     ]:
         code, out = run_sweep(capsys, *argv)
         assert code == 2, (argv, out)
