@@ -162,7 +162,7 @@ def _load_sample_numpy():
             arrays = {key: archive[key] for key in archive.files}
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"cannot read the offline sample {SAMPLE_FILE} ({exc}); restore it with "
-                        f"'git checkout -- data/cifar10_sample' or rebuild it with scripts/make_sample.py") from None
+                        f"'git checkout -- data/cifar10_sample' or rebuild it with scripts/tools/make_sample.py") from None
     out = []
     for split in ("train", "test"):
         out.append(_decode_jpegs(arrays[f"{split}_jpeg"], arrays[f"{split}_offsets"]))

@@ -1,7 +1,7 @@
-"""Helpers shared by scripts/collect.py, tables.py, figures.py, the analyses and benchmark.py.
+"""Helpers shared by scripts/reports/collect.py, tables.py, figures.py, the analyses and benchmark.py.
 
 Import as ``from scripts.common import ...``; the scripts therefore run as modules from the
-repository root (``python -m scripts.collect ...``).
+repository root (``python -m scripts.reports.collect ...``).
 
 A user error (bad flags, missing or unusable input) is training.records.UsageError, the project's one
 user-error exception: run_main turns it into one line "error: <message>" on stderr and exit status

@@ -1,4 +1,4 @@
-"""scripts.noisy_weights and scripts.sharpness: estimators against closed forms, CLI end to end, bad input.
+"""scripts.analyses.noisy_weights and scripts.analyses.sharpness: estimators against closed forms, CLI end to end, bad input.
 
 Sharpness: a linear model with the loss (x.w - y)^2 / 2 has the Hessian X^T X / n exactly, so the power
 iteration, Hutchinson's trace and the worst-case loss increase (a trust-region problem, solved here by a
@@ -14,8 +14,9 @@ import pytest
 import torch
 
 import example_cifar
-from scripts import noisy_weights, sharpness
-from scripts.trained import load_run, load_data
+from scripts.analyses import noisy_weights
+from scripts.analyses import sharpness
+from scripts.analyses.trained import load_run, load_data
 from training import records
 from training.loop import evaluate
 
@@ -294,7 +295,7 @@ def test_sharpness_shows_a_progress_bar_over_runs_and_measures_on_a_terminal(tra
 # ------------------------------------------------------------------------------- table and alpha figure
 def test_analysis_table_means_over_seeds(tmp_path, capsys):
     import pandas as pd
-    from scripts import analysis_table
+    from scripts.reports import analysis_table
     noisy = pd.DataFrame({"label": ["SGD", "SGD", "SGD", "SGD", "SAM"], "seed": [0, 1, 0, 0, 0],
                           "eta": [0.0, 0.0, 0.1, 0.1, 0.0], "test_acc": [40.0, 42.0, 30.0, 34.0, 45.0]})
     sharp = pd.DataFrame({"label": ["SGD", "SGD", "SAM"], "seed": [0, 1, 0], "measure": ["worst_case_increase"] * 3,
@@ -316,7 +317,7 @@ def test_analysis_table_means_over_seeds(tmp_path, capsys):
 
 
 def test_alpha_figure(trained_runs, tmp_path, capsys):
-    from scripts import collect, figures
+    from scripts.reports import collect, figures
     assert collect.main([os.path.dirname(trained_runs[0]), "--sweep", "t", "--out", str(tmp_path / "res")]) == 0
     assert figures.main(["alpha", str(tmp_path / "res"), "--formats", "png"]) == 0
     assert os.path.getsize(tmp_path / "res" / "figures" / "alpha_CIFAR10_sample_resnet8.png") > 10_000

@@ -1,7 +1,7 @@
 """The benchmark runs end to end in a tiny configuration, so it cannot rot."""
 import csv
 
-from scripts import benchmark
+from scripts.tools import benchmark
 
 
 def test_benchmark_tiny(tmp_path, capsys):

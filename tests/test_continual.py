@@ -391,7 +391,7 @@ def write_run(root, minimizer, seed, metrics, status="completed"):
 
 
 def test_continual_table_means_stds_and_paired_differences(tmp_path, capsys):
-    from scripts import collect, continual_table
+    from scripts.reports import collect, continual_table
     runs = str(tmp_path / "runs")
     # (A, F, LA) per seed
     write_run(runs, "SAM", 0, (60.0, 20.0, 70.0))
@@ -423,19 +423,19 @@ def test_continual_table_means_stds_and_paired_differences(tmp_path, capsys):
 
 
 def test_continual_table_needs_continual_runs(tmp_path, capsys):
-    from scripts import continual_table
+    from scripts.reports import continual_table
     assert continual_table.main([str(tmp_path)]) == 2
     assert "not found" in capsys.readouterr().err
 
 
 def test_continual_sweep_grid_end_to_end(tmp_path, capsys):
-    """python -m scripts.sweep continual (the shared sweep machinery) runs a real tiny grid; collect and the
+    """python -m scripts.launch.sweep continual (the shared sweep machinery) runs a real tiny grid; collect and the
     table read it."""
-    from scripts import continual_table
+    from scripts.reports import continual_table
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=REPO)
     extra = ["--dataset", "CIFAR10_sample", "--num_tasks", "2", "--width", "4", "--train_per_task", "20",
              "--test_per_task", "10", "--batch_size", "10"]
-    result = subprocess.run([sys.executable, "-m", "scripts.sweep", "continual", "--benchmark", "split_cifar10",
+    result = subprocess.run([sys.executable, "-m", "scripts.launch.sweep", "continual", "--benchmark", "split_cifar10",
                              "--seeds", "0", "--minimizers", "SGD", "Lookbehind_SAM", "--name", "continual_test",
                              "--device", "cpu", "--runs-root", str(tmp_path / "runs"),
                              "--results-root", str(tmp_path / "results"), "--", *extra],

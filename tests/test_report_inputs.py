@@ -2,7 +2,7 @@
 
 The project's convention (training/records.py): a user error is records.UsageError, printed as one line
 "error: <message>" on stderr, exit status records.EXIT_USAGE (2), no traceback, nothing written.
-Checked here for scripts/collect.py, tables.py, figures.py, continual_table.py, analysis_table.py,
+Checked here for scripts/reports/collect.py, tables.py, figures.py, continual_table.py, analysis_table.py,
 noisy_weights.py and sharpness.py (their numbers: tests/test_sweeps.py, tests/test_analyses.py).
 """
 import json
@@ -48,7 +48,7 @@ def make_run(root, name, minimizer="SAM", seed=0, accs=(50.0, 60.0), status=reco
 @pytest.fixture
 def results(tmp_path):
     """A collected sweep of 2 minimizers x 2 seeds: tmp_path/results/{runs,grouped,curves}.csv."""
-    from scripts import collect
+    from scripts.reports import collect
     for minimizer in ("SAM", "Lookbehind_SAM"):
         for seed in (0, 1):
             make_run(tmp_path / "runs", f"{minimizer}_s{seed}", minimizer, seed, accs=(50.0 + seed, 60.0 + seed))
@@ -73,8 +73,9 @@ def test_the_scripts_raise_the_projects_one_user_error(capsys):
 
 
 # ------------------------------------------------------------------------------- status names
-REPORT_SCRIPTS = ("common", "collect", "tables", "figures", "continual_table", "analysis_table", "noisy_weights",
-                  "sharpness", "trained")
+REPORT_SCRIPTS = ("common", "reports/collect", "reports/tables", "reports/figures", "reports/continual_table",
+                  "reports/analysis_table", "analyses/noisy_weights", "analyses/sharpness", "analyses/trained",
+                  "launch/sweep")
 
 
 def string_constants(path):
@@ -101,7 +102,8 @@ def test_status_names_come_from_the_records_module(script):
 # ------------------------------------------------------------------------------- item: one-line parse errors
 def script(name):
     import importlib
-    return importlib.import_module(f"scripts.{name}")
+    group = {"noisy_weights": "analyses", "sharpness": "analyses", "trained": "analyses", "sweep": "launch"}
+    return importlib.import_module(f"scripts.{group.get(name, 'reports')}.{name}")
 
 
 @pytest.mark.parametrize("name, argv, fragment", [
@@ -125,11 +127,11 @@ def test_parse_errors_are_one_line_error_exit_2(name, argv, fragment, tmp_path, 
 
 
 def test_the_command_line_itself_prints_one_line(tmp_path):
-    """python -m scripts.tables (the real entry point, sys.exit(main())): exit 2, one stderr line, no usage."""
+    """python -m scripts.reports.tables (the real entry point, sys.exit(main())): exit 2, one stderr line, no usage."""
     import subprocess
     import sys
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-m", "scripts.tables", str(tmp_path), "--metric", "median"], cwd=repo,
+    done = subprocess.run([sys.executable, "-m", "scripts.reports.tables", str(tmp_path), "--metric", "median"], cwd=repo,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == records.EXIT_USAGE and done.stdout == ""
     assert done.stderr.startswith("error: argument --metric: invalid choice: 'median'") and done.stderr.count("\n") == 1
@@ -140,7 +142,7 @@ def test_the_command_line_itself_prints_one_line(tmp_path):
                                              ("11", "must be an integer from 0 to 10, got 11"),
                                              ("1.5", "expected an integer from 0 to 10, got '1.5'")])
 def test_digits_is_checked_when_parsed(value, fragment, results, capsys):
-    from scripts import continual_table, tables
+    from scripts.reports import continual_table, tables
     before = files_under(results)
     for argv in ([str(results), "--digits", value], [str(results), f"--digits={value}"]):
         assert tables.main(argv) == records.EXIT_USAGE
@@ -156,7 +158,7 @@ def test_digits_is_checked_when_parsed(value, fragment, results, capsys):
                                              ("png,xyz", "matplotlib cannot save 'xyz'"),
                                              (",", "expected comma-separated formats such as png,pdf")])
 def test_formats_are_checked_when_parsed(value, fragment, results, capsys):
-    from scripts import figures
+    from scripts.reports import figures
     before = files_under(results)
     assert figures.main(["curves", str(results), "--formats", value]) == records.EXIT_USAGE
     assert "png" in one_error_line(capsys, f"argument --formats: {fragment}") or value == ","
@@ -165,7 +167,7 @@ def test_formats_are_checked_when_parsed(value, fragment, results, capsys):
 
 def test_a_format_matplotlib_cannot_write_here_is_refused_before_drawing(results, monkeypatch, capsys):
     import matplotlib.figure
-    from scripts import figures
+    from scripts.reports import figures
     original = matplotlib.figure.Figure.savefig
 
     def savefig(self, fname, *args, format=None, **kwargs):
@@ -194,7 +196,7 @@ def report_commands(results, out):
 
 
 def test_an_output_under_a_file_is_refused_before_any_work(results, capsys):
-    from scripts import collect
+    from scripts.reports import collect
     blocker = results.parent / "a_file"
     blocker.write_text("not a directory\n")
     commands = report_commands(results, blocker / "sub")
@@ -203,12 +205,12 @@ def test_an_output_under_a_file_is_refused_before_any_work(results, capsys):
         assert script(name).main(argv) == records.EXIT_USAGE, name
         one_error_line(capsys, f"{blocker} is not a directory")
         assert files_under(results.parent) == before, name
-    with pytest.raises(records.UsageError, match="output directory .* is not a directory"):   # as scripts.sweep calls it
+    with pytest.raises(records.UsageError, match="output directory .* is not a directory"):   # as scripts.launch.sweep calls it
         collect.collect([str(results.parent / "runs")], "t", str(blocker))
 
 
 def test_an_output_file_that_is_a_directory_is_refused(results, capsys):
-    from scripts import analysis_table, tables
+    from scripts.reports import analysis_table, tables
     (results / "table_best.md").mkdir()
     assert tables.main([str(results)]) == records.EXIT_USAGE
     one_error_line(capsys, f"{results / 'table_best.md'} is a directory, not a file")
@@ -270,7 +272,7 @@ def cut_off(path, keep_fields=None, drop_chars=None):
 
 @pytest.mark.parametrize("damage", [{"keep_fields": 3}, {"drop_chars": 3}])
 def test_collect_lists_a_run_with_a_cut_off_metrics_csv_as_invalid(damage, tmp_path, capsys):
-    from scripts import collect
+    from scripts.reports import collect
     for seed in (0, 1):
         make_run(tmp_path / "runs", f"s{seed}", seed=seed, accs=(50.0, 60.0 + seed))
     line = cut_off(tmp_path / "runs" / "s1" / records.METRICS_FILE, **damage)
@@ -291,7 +293,7 @@ def test_collect_lists_a_run_with_a_cut_off_metrics_csv_as_invalid(damage, tmp_p
 
 @pytest.mark.parametrize("damage", [{"keep_fields": 2}, {"drop_chars": 2}])
 def test_analysis_table_refuses_a_cut_off_csv(damage, tmp_path, capsys):
-    from scripts import analysis_table
+    from scripts.reports import analysis_table
     noisy, sharp = tmp_path / "noisy.csv", tmp_path / "sharp.csv"
     pd.DataFrame({"run_dir": ["r0", "r0", "r1"], "label": ["SAM"] * 3, "seed": [0, 0, 1], "eta": [0.0, 0.1, 0.0],
                   "draw": [0, 0, 0], "test_acc": [50.0, 40.0, 52.0], "seconds": [1.5] * 3}).to_csv(noisy, index=False)

@@ -1,4 +1,4 @@
-"""The sweep's Slurm executor against a real Slurm (marker `slurm`; `bash scripts/slurm_local.sh start`
+"""The sweep's Slurm executor against a real Slurm (marker `slurm`; `bash scripts/launch/slurm_local.sh start`
 brings up a single-node one as root; .ci/run does). Skipped, with the reason, where no Slurm answers.
 
 1. A 2-run sweep (offline sample, resnet8, 64 images, 1 epoch) submitted as one job array through
@@ -27,7 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def slurm_reachable():
     if shutil.which("sbatch") is None or shutil.which("sinfo") is None:
-        return "no sbatch/sinfo on PATH (start one with: bash scripts/slurm_local.sh start)"
+        return "no sbatch/sinfo on PATH (start one with: bash scripts/launch/slurm_local.sh start)"
     result = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
     if result.returncode != 0 or not any(s in result.stdout for s in ("idle", "mixed", "allocated")):
         return f"no Slurm node answers (sinfo: {(result.stderr or result.stdout).strip()[:200]})"
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.skipif(REASON is not None, reason=s
 
 def sweep(tmp_path, *extra, timeout=600):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "scripts.sweep", "generalization", "--executor", "slurm",
+    return subprocess.run([sys.executable, "-m", "scripts.launch.sweep", "generalization", "--executor", "slurm",
                            "--datasets", "CIFAR10_sample", "--models", "resnet8", "--minimizers", "SGD",
                            "--runs-root", str(tmp_path / "runs"), "--results-root", str(tmp_path / "results"),
                            "--time", "10", *extra], cwd=REPO, env=env, capture_output=True, text=True,

@@ -2,7 +2,7 @@
 
 1. collect / tables / figures on synthetic run directories with known numbers (incl. a diverged and a
    crashed run): exact means, stds, n, status, bold cells, figures written.
-2. The sweep runner (scripts.sweep, local executor) with the real example_cifar.py on tiny settings
+2. The sweep runner (scripts.launch.sweep, local executor) with the real example_cifar.py on tiny settings
    (resnet8, 64 images, 1 epoch): dry run, records, skipping finished runs, a run held by another
    process, failed and diverged runs, collect, bad input; the grids' hyperparameter dropping; the
    bash wrappers. The Slurm executor: tests/test_slurm.py (a real single-node Slurm).
@@ -17,9 +17,11 @@ import pandas as pd
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = os.path.join(REPO, "scripts")
+SCRIPTS = os.path.join(REPO, "scripts", "launch")
 
-from scripts import collect, figures, sweep, tables  # noqa: E402  (scripts/ is a namespace package)
+from scripts.reports import collect, figures, tables  # noqa: E402  (scripts/ is a namespace package)
+
+from scripts.launch import sweep
 from training import records  # noqa: E402
 
 

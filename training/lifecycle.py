@@ -106,7 +106,7 @@ def parse_settings(settings_class, parser, argv, device_type=None):
 
 def check_command(entry, argv, device_type):
     """UsageError if `entry` (a training script's file name, ENTRY_SETTINGS) would refuse argv: what a
-    launcher (scripts/sweep.py) checks for every run before it starts any."""
+    launcher (scripts/launch/sweep.py) checks for every run before it starts any."""
     from training.settings import ENTRY_SETTINGS, build_parser
     settings_class = ENTRY_SETTINGS[os.path.basename(entry)]
     parse_settings(settings_class, build_parser(settings_class, entry), argv, device_type)

@@ -8,7 +8,7 @@ A run directory holds
     curves.png     learning curves, at the end
     run.lock       the OS lock (fcntl.flock) of the process training the run: one process per run
                    directory; the kernel drops it when that process ends, however it ends
-    sweep_status.json  (runs started by scripts.sweep) the sweep's record of the last attempt
+    sweep_status.json  (runs started by scripts.launch.sweep) the sweep's record of the last attempt
 
 Training scripts, the sweep runner, collect, the benchmark and the tests import names, file
 formats, statuses and exit codes from here; nothing else defines them.
@@ -36,9 +36,9 @@ CONTINUAL_FIGURE_FILE = "continual.png"       # heatmap of R + accuracy on each 
 # A directory holding any of these is a run: only --resume continues it (a new run never overwrites one).
 RUN_FILES = (CONFIG_FILE, CHECKPOINT_FILE, METRICS_FILE, SUMMARY_FILE)
 LOCK_FILE = "run.lock"
-SWEEP_RECORD_FILE = "sweep_status.json"   # per run, written by scripts.sweep
+SWEEP_RECORD_FILE = "sweep_status.json"   # per run, written by scripts.launch.sweep
 SWEEP_FILE = "sweep.json"                 # per sweep directory: which grid its runs belong to
-RUN_LOG_FILE = "train.log"                # per run started by scripts.sweep: stdout+stderr of every attempt
+RUN_LOG_FILE = "train.log"                # per run started by scripts.launch.sweep: stdout+stderr of every attempt
 
 # ---- exit codes of a training run (documented in the README)
 EXIT_COMPLETED = 0

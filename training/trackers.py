@@ -3,7 +3,7 @@
 Both receive the same things: the resolved config once, every epoch's metric row (the columns of
 metrics.csv, at step = epoch) and the curves figure at the end.  They are imported only when asked
 for, so neither is a dependency; config.json, metrics.csv and summary.json stay the run's record
-(what scripts/collect.py reads).  W&B runs offline (files under the run directory, `wandb sync`
+(what scripts/reports/collect.py reads).  W&B runs offline (files under the run directory, `wandb sync`
 uploads them later) unless the user has configured a mode (WANDB_MODE) themselves.
 """
 import json

@@ -3,7 +3,7 @@
 # reduced ResNet-18 (20 base filters), 7 minimizers x 5 seeds, one CPU core. Resumable: rerunning it
 # skips finished runs and continues an interrupted one from its checkpoint (--resume).
 #   OMP_NUM_THREADS=1 nohup bash results/continual_cpu/run.sh > runs/continual_cpu.log 2>&1 &
-# then: python -m scripts.continual_table runs/continual_cpu --out results/continual_cpu
+# then: python -m scripts.reports.continual_table runs/continual_cpu --out results/continual_cpu
 # Needs CIFAR-10 in the official python layout under --data_dir (default ./data).
 set -u
 cd "$(dirname "$0")/../.."

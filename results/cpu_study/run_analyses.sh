@@ -17,13 +17,13 @@ done
 # Robustness to weight noise: additive per-tensor noise eta * (max - min) in conv/linear weights,
 # 5 draws per level (the same draws for every run), on the run's 2,000 test images, bf16 autocast
 # (2x faster on this CPU; the noise is far above bf16's rounding).
-"$PYTHON" -m scripts.noisy_weights "${runs[@]}" --eta 0 0.01 0.02 0.05 0.1 0.15 --draws 5 --precision bf16 \
+"$PYTHON" -m scripts.analyses.noisy_weights "${runs[@]}" --eta 0 0.01 0.02 0.05 0.1 0.15 --draws 5 --precision bf16 \
     --out "$out_dir/noisy_weights.csv" > "$out_dir/noisy_weights.log" 2>&1 &
 # Sharpness on 512 fixed training images, fp32: worst-case increase (5 ascent evaluations per radius)
 # in the l2 ball (SAM's rho = 0.05) and the ASAM ball (ASAM's rho = 0.5); top Hessian eigenvalue by
 # 20 power iterations and the Hessian trace by 10 Hutchinson probes, finite-difference
 # Hessian-vector products.
-"$PYTHON" -m scripts.sharpness "${runs[@]}" --radius 0.02 0.05 0.1 0.2 --asam_radius 0.2 0.5 1.0 2.0 --steps 5 \
+"$PYTHON" -m scripts.analyses.sharpness "${runs[@]}" --radius 0.02 0.05 0.1 0.2 --asam_radius 0.2 0.5 1.0 2.0 --steps 5 \
     --images 512 --power_iterations 20 --trace_samples 10 --hvp finite_difference \
     --out "$out_dir/sharpness.csv" > "$out_dir/sharpness.log" 2>&1 &
 wait

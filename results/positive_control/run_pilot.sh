@@ -29,9 +29,9 @@ common=(--name "pc_$setting" --runs-root "$runs_dir" --results-root results/posi
         --data-dir "$data_dir" --executor local --workers 1 --device cpu --datasets CIFAR10)
 export OMP_NUM_THREADS=1
 read -r -a seed_list <<< "$seeds"; read -r -a rho_list <<< "$rhos"
-python -m scripts.sweep generalization "${common[@]}" "${grid[@]}" --minimizers SGD --seeds "${seed_list[@]}" \
+python -m scripts.launch.sweep generalization "${common[@]}" "${grid[@]}" --minimizers SGD --seeds "${seed_list[@]}" \
     -- "${train[@]}" --schedule cosine --precision bf16 --no-download
 for rho in "${rho_list[@]}"; do   # one sweep directory per setting: the same grid, one rho at a time
-    python -m scripts.sweep generalization "${common[@]}" "${grid[@]}" --minimizers SAM --rho-sam "$rho" \
+    python -m scripts.launch.sweep generalization "${common[@]}" "${grid[@]}" --minimizers SAM --rho-sam "$rho" \
         --seeds "${seed_list[@]}" -- "${train[@]}" --schedule cosine --precision bf16 --no-download
 done

@@ -1,6 +1,6 @@
 """One markdown table from the noisy-weights and sharpness CSVs: mean ± std over seeds per minimizer setting.
 
-    python -m scripts.analysis_table --noisy results/cpu_study/noisy_weights.csv \
+    python -m scripts.reports.analysis_table --noisy results/cpu_study/noisy_weights.csv \
         --sharpness results/cpu_study/sharpness.csv [--out results/cpu_study/analyses.md]
 
 Columns: seeds, clean test accuracy (eta = 0, the run's final test accuracy), test accuracy at each
@@ -92,8 +92,8 @@ def drop_table(noisy):
 
 def build_parser():
     parser = Parser(description="Markdown table of the noisy-weights and sharpness CSVs.")
-    parser.add_argument("--noisy", help="CSV of python -m scripts.noisy_weights")
-    parser.add_argument("--sharpness", help="CSV of python -m scripts.sharpness")
+    parser.add_argument("--noisy", help="CSV of python -m scripts.analyses.noisy_weights")
+    parser.add_argument("--sharpness", help="CSV of python -m scripts.analyses.sharpness")
     parser.add_argument("--out", help="also write the table to this file")
     return parser
 

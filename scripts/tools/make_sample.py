@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build the offline CIFAR-10 sample shipped in data/cifar10_sample/.
 
-    python scripts/make_sample.py ARCHIVE [--train-per-class 500] [--test-per-class 100]
+    python scripts/tools/make_sample.py ARCHIVE [--train-per-class 500] [--test-per-class 100]
 
 ARCHIVE is a local copy of cifar10-jpeg75.tar.gz: all 60,000 CIFAR-10 images re-encoded as
 quality-75 JPEGs (members cifar10/{train,test}/<class>/<name>.jpg). We keep the original JPEG
@@ -22,7 +22,7 @@ import numpy as np
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck"]
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUTPUT = os.path.join(REPO, "data", "cifar10_sample", "cifar10_sample.npz")
 
 

@@ -1,8 +1,8 @@
 """Benchmark: what a training step costs beyond its gradient evaluations.
 
-    python -m scripts.benchmark                       # CPU here: resnet20 + wrn28_2, batch 128, ~5 min
-    python -m scripts.benchmark --models resnet34 wrn28_2 resnet50 resnet20 --device cuda   # a GPU box
-    python -m scripts.benchmark --precision           # + fp32 / bf16 / channels_last (/ --compile) table
+    python -m scripts.tools.benchmark                       # CPU here: resnet20 + wrn28_2, batch 128, ~5 min
+    python -m scripts.tools.benchmark --models resnet34 wrn28_2 resnet50 resnet20 --device cuda   # a GPU box
+    python -m scripts.tools.benchmark --precision           # + fp32 / bf16 / channels_last (/ --compile) table
 
 For each model and minimizer it measures, interleaving all configurations round by round so that
 machine noise hits them alike, and reports medians:
@@ -311,7 +311,7 @@ def main(argv=None):
             ("buffers (x params)", "buffers_x_params", "{:.1f}"), ("peak MB", "peak_mb", "{:.0f}")]
     threads = torch.get_num_threads()
     report = ["# Benchmark\n",
-              f"`python -m scripts.benchmark {' '.join(sys.argv[1:] if argv is None else argv)}` on "
+              f"`python -m scripts.tools.benchmark {' '.join(sys.argv[1:] if argv is None else argv)}` on "
               f"{device.type} ({platform.processor() or platform.machine()}, {threads} threads), torch "
               f"{torch.__version__}, batch {args.batch_size}, medians of {args.repeats} interleaved rounds, "
               f"{time.time() - started:.0f} s.\n",

@@ -1,12 +1,12 @@
 """Gather the run directories of a sweep into CSVs (seconds, even for thousands of runs).
 
-    python -m scripts.collect runs/kalpha                       # -> results/kalpha/
-    python -m scripts.collect runs/a runs/b --sweep ab --out results/ab
+    python -m scripts.reports.collect runs/kalpha                       # -> results/kalpha/
+    python -m scripts.reports.collect runs/a runs/b --sweep ab --out results/ab
 
 (run from the repository root: the scripts share scripts/common.py).
 
 Every directory below the given roots that holds a config.json, summary.json or sweep_status.json
-(written by the training scripts and scripts.sweep) is one run.  Writes to --out (default
+(written by the training scripts and scripts.launch.sweep) is one run.  Writes to --out (default
 results/<sweep>/, sweep = name of the first root):
 
   runs.csv     one row per run: every setting from config.json, status (completed | diverged | failed |
@@ -263,7 +263,7 @@ def group_runs(runs):
 
 
 def repo_root():
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 OUTPUT_FILES = ("runs.csv", "grouped.csv", "curves.csv")
@@ -333,7 +333,7 @@ def build_parser():
     parser = Parser(
         description="Gather sweep run directories into runs.csv, grouped.csv (mean/std/n over seeds) "
                     "and curves.csv.  Takes seconds.",
-        epilog="Example (from the repository root): python -m scripts.collect runs/kalpha  "
+        epilog="Example (from the repository root): python -m scripts.reports.collect runs/kalpha  "
                "(writes results/kalpha/)")
     parser.add_argument("roots", nargs="+", help="sweep directories (or any parents of run directories)")
     parser.add_argument("--sweep", help="sweep name (default: name of the first root)")

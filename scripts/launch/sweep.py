@@ -1,13 +1,13 @@
 """Run a grid of training runs: on this machine (CPU or several GPUs) or as one Slurm job array.
 
-    python -m scripts.sweep kalpha --dry-run                       # the commands, nothing run
-    python -m scripts.sweep generalization --datasets CIFAR10 --models resnet20 --epochs 2 \\
+    python -m scripts.launch.sweep kalpha --dry-run                       # the commands, nothing run
+    python -m scripts.launch.sweep generalization --datasets CIFAR10 --models resnet20 --epochs 2 \\
         --workers 2 -- --train_subset 2000                         # 2 runs at a time on the CPU
-    python -m scripts.sweep rho --gpus all                         # one run per GPU at a time
-    python -m scripts.sweep kalpha --executor slurm --partition gpu --gpus-per-run 1 --time 24:00:00
+    python -m scripts.launch.sweep rho --gpus all                         # one run per GPU at a time
+    python -m scripts.launch.sweep kalpha --executor slurm --partition gpu --gpus-per-run 1 --time 24:00:00
 
 Every run is one training-script process (example_cifar.py unless the grid names another) writing
-runs/<sweep>/<run name>/ (scripts/grids.py has the grids). Rerunning the same command resumes the
+runs/<sweep>/<run name>/ (scripts/launch/grids.py has the grids). Rerunning the same command resumes the
 sweep: completed runs are skipped, diverged ones too (unless --retry-diverged), runs another
 process is training are left to it ("running elsewhere"), anything else continues from its
 checkpoint (every run is started with --resume). On Slurm a run that hits its time limit or is
@@ -31,11 +31,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from scripts import grids
+from scripts.launch import grids
 from training import lifecycle, records
 from training.cli import Parser, UsageError, positive_int
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 STOP_WAIT_S = 120      # how long a stopped run may take to reach its safe point before it is killed
 REQUEUE_WAIT_S = 60    # Slurm preemption: SIGTERM first, then (submitit) USR2; wait this long for it
 
@@ -350,7 +350,7 @@ def submit_slurm(specs, args, sweep_dir, log):
     for key, value in (("account", args.account), ("qos", args.qos), ("constraint", args.constraint)):
         if value:
             extra[key] = value
-    # The jobs import scripts.sweep (the pickled SlurmRun): the repository must be on their path.
+    # The jobs import scripts.launch.sweep (the pickled SlurmRun): the repository must be on their path.
     setup = [f"export PYTHONPATH={shlex.quote(REPO)}${{PYTHONPATH:+:$PYTHONPATH}}"]
     executor.update_parameters(
         job_name=f"sweep-{args.name}", time=args.time, partition=args.partition, gpus_per_node=args.gpus_per_run,
@@ -383,7 +383,7 @@ def wait_slurm(jobs, log):
 # ------------------------------------------------------------------------------ command line
 
 def build_parser():
-    parser = Parser(prog="python -m scripts.sweep", description="Run a grid of training runs (scripts/grids.py) "
+    parser = Parser(prog="python -m scripts.launch.sweep", description="Run a grid of training runs (scripts/launch/grids.py) "
                     "on this machine or as one Slurm job array; rerun the same command to resume.",
                     allow_abbrev=False)
     common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -399,7 +399,7 @@ def build_parser():
                      "skipped; run nothing, write nothing")
     how.add_argument("--retry-diverged", action="store_true",
                      help="run diverged runs again (the old attempt is moved to <sweep>/.retired/)")
-    how.add_argument("--no-collect", dest="collect", action="store_false", help="do not run scripts.collect at the end")
+    how.add_argument("--no-collect", dest="collect", action="store_false", help="do not run scripts.reports.collect at the end")
     local = common.add_argument_group("local executor")
     local.add_argument("--gpus", nargs="+", metavar="ID", help="one run per GPU at a time: GPU numbers, or 'all'")
     local.add_argument("--workers", type=positive_int, help="CPU: this many runs at a time, sharing the cores "
@@ -545,7 +545,7 @@ def sweep(argv):
         else:
             jobs = submit_slurm(todo, args, sweep_dir, log)
             if not args.wait:
-                print(f"watch: squeue -r -n sweep-{args.name}; when done: python -m scripts.collect {sweep_dir}")
+                print(f"watch: squeue -r -n sweep-{args.name}; when done: python -m scripts.reports.collect {sweep_dir}")
                 return 0
             wait_slurm(jobs, log)
         stopped = False
@@ -559,11 +559,11 @@ def sweep(argv):
     log(f"END {args.name}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())) +
         f" of {len(specs)}")
     if args.collect:
-        from scripts import collect
+        from scripts.reports import collect
         try:
             collect.collect([sweep_dir], args.name, os.path.join(os.path.abspath(args.results_root), args.name))
         except Exception as exc:  # the runs are on disk; collecting can be done again by hand
-            log(f"WARNING scripts.collect failed: {exc}")
+            log(f"WARNING scripts.reports.collect failed: {exc}")
     if stopped:
         return records.EXIT_INTERRUPTED
     unfinished = [name for name, status in statuses.items()

@@ -1,8 +1,8 @@
 """The sweeps' grids as Python data: which runs a sweep has, each one training-script command.
 
-A grid is a name, its options (command-line flags of `python -m scripts.sweep <grid>`) and a
+A grid is a name, its options (command-line flags of `python -m scripts.launch.sweep <grid>`) and a
 function from those options to a list of Run. Add one with `register(Grid(...))`, from this
-module or any module that scripts.sweep imports (GRID_MODULES); a grid names the training script
+module or any module that scripts.launch.sweep imports (GRID_MODULES); a grid names the training script
 its runs use (Run.entry), which must take --out, --resume and --device.
 
 Minimizer hyperparameters a minimizer does not take are dropped using minimizers.hparams(), so a
@@ -248,7 +248,7 @@ def continual(opts):
 
 register(Grid(
     "continual", "minimizer x seed on split-CIFAR (example_continual.py): the paper's lifelong-learning claim; "
-                 "table: python -m scripts.continual_table results/<name> --paired SAM --paired ASAM",
+                 "table: python -m scripts.reports.continual_table results/<name> --paired SAM --paired ASAM",
     (Option("benchmark", "split_cifar100", "split_cifar10 or split_cifar100"),
      Option("model", "reduced_resnet18", "model"),
      Option("seeds", ["0", "1", "2", "3", "4"], "seeds", type=int, nargs="+"),

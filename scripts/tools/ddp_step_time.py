@@ -1,7 +1,7 @@
 """Step time of a data-parallel run (torchrun, gloo on the CPU) against one process.
 
-    python -m scripts.ddp_step_time                     # 3 alternated rounds, ~5 min on 2 CPU cores
-    python -m scripts.ddp_step_time --rounds 5 --model resnet20 --train_subset 2048
+    python -m scripts.tools.ddp_step_time                     # 3 alternated rounds, ~5 min on 2 CPU cores
+    python -m scripts.tools.ddp_step_time --rounds 5 --model resnet20 --train_subset 2048
 
 Each round runs, one after the other, the same short example_cifar.py run (offline sample,
 Lookbehind-SAM k=2, global batch 128, 2 epochs) as
@@ -22,7 +22,7 @@ import tempfile
 
 from training import records
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_once(launcher, threads, args, out):

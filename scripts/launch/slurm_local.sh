@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A single-node Slurm on this Debian machine, as root, for the Slurm tests (tests/test_slurm.py):
-#   bash scripts/slurm_local.sh start    # install (apt) if needed, start munged, slurmctld, slurmd
-#   bash scripts/slurm_local.sh stop
+#   bash scripts/launch/slurm_local.sh start    # install (apt) if needed, start munged, slurmctld, slurmd
+#   bash scripts/launch/slurm_local.sh stop
 # No systemd: the daemons are started directly. Accounting is off (sacct does not work; submitit
 # only warns). One node, NodeAddr 127.0.0.1, with this machine's CPUs and memory.
 set -euo pipefail

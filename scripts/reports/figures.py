@@ -1,8 +1,8 @@
-"""The paper's figures from the CSVs written by python -m scripts.collect (a few seconds each).
+"""The paper's figures from the CSVs written by python -m scripts.reports.collect (a few seconds each).
 
-    python -m scripts.figures kalpha results/kalpha           # k x alpha heatmaps
-    python -m scripts.figures rho results/rho                 # test accuracy vs rho per minimizer
-    python -m scripts.figures curves results/generalization   # learning curves across minimizers
+    python -m scripts.reports.figures kalpha results/kalpha           # k x alpha heatmaps
+    python -m scripts.reports.figures rho results/rho                 # test accuracy vs rho per minimizer
+    python -m scripts.reports.figures curves results/generalization   # learning curves across minimizers
 
 (run from the repository root: the scripts share scripts/common.py).
 
@@ -53,7 +53,7 @@ def fmt_num(v):
 
 def read_csv(path, need):
     if not os.path.isfile(path):
-        raise UsageError(f"{path} not found (run python -m scripts.collect first)")
+        raise UsageError(f"{path} not found (run python -m scripts.reports.collect first)")
     df = read_whole_csv(path)
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -357,7 +357,7 @@ def fig_alpha(results, out_dir, formats=("png", "pdf"), where=None):
 def build_parser():
     parser = Parser(
         description="The paper's figures (PNG + PDF) from collect.py's CSVs; a few seconds each.",
-        epilog="Example (from the repository root): python -m scripts.figures kalpha results/kalpha")
+        epilog="Example (from the repository root): python -m scripts.reports.figures kalpha results/kalpha")
     parser.add_argument("kind", choices=["kalpha", "rho", "curves", "alpha"])
     parser.add_argument("results", help="results directory with grouped.csv / curves.csv")
     parser.add_argument("--out", help="output directory (default: <results>/figures)")

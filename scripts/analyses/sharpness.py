@@ -1,6 +1,6 @@
 """Sharpness of trained models: worst-case loss increase in a neighbourhood, top Hessian eigenvalue.
 
-    python -m scripts.sharpness RUN_DIR... [--radius 0.01 0.02 0.05 0.1] [--asam_radius 0.1 0.2 0.5 1]
+    python -m scripts.analyses.sharpness RUN_DIR... [--radius 0.01 0.02 0.05 0.1] [--asam_radius 0.1 0.2 0.5 1]
                                 [--steps 5] [--images 512] [--power_iterations 20] [--trace_samples 0]
 
 For every run directory, the model at its evaluation weights (Lookbehind's slow weights) is measured on a
@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 import data
 from scripts.common import check_writable_file, minimizer_order, run_main, write_atomic
-from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid, run_note
+from scripts.analyses.trained import add_common_flags, figure_path, load_runs, nonnegative_grid, run_note
 from training.cli import Parser, autocast_factory, finite_float, integer, positive_int, resolve_device
 from training.records import UsageError
 

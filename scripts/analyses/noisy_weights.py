@@ -1,6 +1,6 @@
 """Robustness to noisy weights: test accuracy of trained models with Gaussian noise added to their weights.
 
-    python -m scripts.noisy_weights RUN_DIR... [--eta 0 0.01 0.02 0.04 0.08] [--draws 5]
+    python -m scripts.analyses.noisy_weights RUN_DIR... [--eta 0 0.01 0.02 0.04 0.08] [--draws 5]
                                     [--noise additive|multiplicative] [--include_batchnorm] [--out CSV]
 
 For every run directory (example_cifar.py's records), the model at its evaluation weights (Lookbehind's
@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 
 from scripts.common import check_writable_file, minimizer_order, run_main, write_atomic
-from scripts.trained import add_common_flags, figure_path, load_runs, nonnegative_grid, run_note
+from scripts.analyses.trained import add_common_flags, figure_path, load_runs, nonnegative_grid, run_note
 from training.cli import Parser, autocast_factory, positive_int, resolve_device
 from training.loop import test_sums
 from training.records import UsageError

@@ -1,3 +1,0 @@
-#!/usr/bin/env bash
-# The rho grid: python -m scripts.sweep rho [options] [-- training flags]; --help lists the options.
-exec env PYTHONPATH="$(cd "$(dirname "$0")/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}" "${PYTHON:-python}" -m scripts.sweep rho "$@"
