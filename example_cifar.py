@@ -134,7 +134,8 @@ def run(argv, claim):
         train_loss, train_acc, train_seconds, finite = train_one_epoch(
             epoch, train_forward, minimizer, dataset, settings, device, autocast, parallel)
         alpha_row = alpha_columns(minimizer)   # per-epoch adaptive-alpha statistics (one host read)
-        if finite:
+        test_loss = test_acc = None            # evaluation reads the weights only: skipping it changes no result
+        if finite and (epoch % settings.eval_every == 0 or epoch == settings.epochs):
             with minimizer.evaluation_weights():
                 test_loss, test_acc = evaluate(model_forward, model, dataset, settings.channels_last, autocast,
                                                parallel)
@@ -157,12 +158,12 @@ def run(argv, claim):
             records.write_metrics_csv(paths[records.METRICS_FILE], rows)
             tracking.log_epoch(rows[-1])
             write_summary(records.STATUS_RUNNING)
+        tested = "not evaluated" if test_acc is None else f"test loss {test_loss:.4f} acc {test_acc:6.2f}%"
         print(f"epoch {epoch:3d}/{settings.epochs} lr {lr:.4g} | train loss {train_loss:.4f} acc {train_acc:6.2f}% | "
-              f"test loss {test_loss:.4f} acc {test_acc:6.2f}% | {rows[-1]['epoch_seconds']:.1f}s "
-              f"{rows[-1]['images_per_second']:.0f} img/s", flush=True)
+              f"{tested} | {rows[-1]['epoch_seconds']:.1f}s {rows[-1]['images_per_second']:.0f} img/s", flush=True)
 
     finish(records.STATUS_COMPLETED)
-    best = max(rows, key=lambda r: r["test_acc"])
+    best = max((r for r in rows if r["test_acc"] is not None), key=lambda r: r["test_acc"])
     print(f"done: final test acc {rows[-1]['test_acc']:.2f}%, best {best['test_acc']:.2f}% (epoch {best['epoch']}), "
           f"{wall_before + time.time() - session_start:.0f}s; records in {out}")
     return records.EXIT_COMPLETED

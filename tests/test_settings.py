@@ -252,3 +252,22 @@ def test_the_cli_reference_is_current():
     from training.settings import reference_markdown
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "cli.md")) as f:
         assert f.read() == reference_markdown(), "regenerate: python -m training.settings > docs/cli.md"
+
+
+def test_eval_every_skips_evaluations_and_changes_no_result(tmp_path, capsys):
+    import torch
+    flags = [*SMALL[:-2], "--minimizer", "Lookbehind_SAM", "--alpha", "-1", "--epochs", "3"]
+    every, sparse = str(tmp_path / "every"), str(tmp_path / "sparse")
+    assert example_cifar.main([*flags, "--out", every]) == 0
+    assert example_cifar.main([*flags, "--eval_every", "2", "--out", sparse]) == 0
+    assert "not evaluated" in capsys.readouterr().out
+    with open(os.path.join(sparse, records.METRICS_FILE)) as f:
+        rows = [line.split(",") for line in f.read().splitlines()[1:]]
+    test_acc = records.METRIC_COLUMNS.index("test_acc")
+    with open(os.path.join(every, records.METRICS_FILE)) as f:
+        reference = [line.split(",") for line in f.read().splitlines()[1:]]
+    assert [row[test_acc] for row in rows] == ["", reference[1][test_acc], reference[2][test_acc]]  # epochs 2, 3
+    a, b = (torch.load(os.path.join(d, records.CHECKPOINT_FILE), weights_only=True) for d in (every, sparse))
+    assert all(torch.equal(value, b["model"][key]) for key, value in a["model"].items())
+    summary = records.read_json(os.path.join(sparse, records.SUMMARY_FILE))
+    assert summary["final_test_acc"] == float(reference[2][test_acc]) and summary["best_epoch"] in (2, 3)

@@ -34,7 +34,7 @@ RECORD_KEYS = {"versions", "git_commit", "command", "resume_commands", "ignored_
 # resolved into minimizer_hparams, and --resume itself): read and ignored.
 LEGACY_KEYS = {f.name for f in dataclasses.fields(MinimizerFlags)} | {"resume"}
 # Settings added after runs were first recorded, with the value that reproduces those older runs.
-LATER_SETTINGS = {"augment": True}
+LATER_SETTINGS = {"augment": True, "eval_every": 1}
 
 
 @dataclass

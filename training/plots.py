@@ -11,12 +11,13 @@ def plot_curves(path, rows, title):
     import matplotlib.ticker
 
     epochs = [r["epoch"] for r in rows]
+    tested = [r for r in rows if r["test_acc"] is not None]   # --eval_every N > 1: the evaluated epochs
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     ax_loss.plot(epochs, [r["train_loss"] for r in rows], label="train (clean pass)")
-    ax_loss.plot(epochs, [r["test_loss"] for r in rows], label="test")
+    ax_loss.plot([r["epoch"] for r in tested], [r["test_loss"] for r in tested], label="test")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="loss")
     ax_acc.plot(epochs, [r["train_acc"] for r in rows], label="train (clean pass)")
-    ax_acc.plot(epochs, [r["test_acc"] for r in rows], label="test")
+    ax_acc.plot([r["epoch"] for r in tested], [r["test_acc"] for r in tested], label="test")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     ax_loss.set_yscale("log")  # early losses can be orders of magnitude above the final ones
     ax_loss.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
@@ -28,8 +29,8 @@ def plot_curves(path, rows, title):
             line.set_markersize(3)
         ax.grid(alpha=0.3)
         ax.legend()
-    if rows:
-        best = max(rows, key=lambda r: r["test_acc"])
+    if tested:
+        best = max(tested, key=lambda r: r["test_acc"])
         ax_acc.annotate(f"best {best['test_acc']:.2f}%", (best["epoch"], best["test_acc"]),
                         textcoords="offset points", xytext=(0, -15), ha="center", fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -327,7 +327,8 @@ def one_line(exc):
 
 def summary_record(status, config, rows, wall_seconds, extra=None):
     """summary.json's contents from the per-epoch rows and the run's resolved settings."""
-    best = max(rows, key=lambda r: r["test_acc"]) if rows else None
+    tested = [r for r in rows if r["test_acc"] is not None]   # every epoch, or every --eval_every and the last
+    best = max(tested, key=lambda r: r["test_acc"]) if tested else None
     record = {
         "status": status,
         "epochs_completed": len(rows),

@@ -443,6 +443,9 @@ class CifarSettings(CommonSettings):
                                               "the global batch (default: per-process statistics)",
                             flag="store_true", default_text="")
     train_subset: int = setting(None, Optional(IMAGES), "train on the first N training images only (quick runs)")
+    eval_every: int = setting(1, EPOCHS, "evaluate on the test set every N epochs and after the last one (1: every "
+                                         "epoch, as the authors); training is the same either way, only the test "
+                                         "columns of the other epochs stay empty", resume=KEPT)
 
     def validate(self):
         if self.schedule == "multistep" and self.gamma > 1:

@@ -47,7 +47,7 @@ class Trackers:
                                                config=config, reinit=True)
 
     def log_epoch(self, row):
-        metrics = {key: row[key] for key in self.columns if key != "epoch" and key in row}
+        metrics = {key: row[key] for key in self.columns if key != "epoch" and row.get(key) is not None}
         if self.writer is not None:
             for key, value in metrics.items():
                 self.writer.add_scalar(key, value, row["epoch"])

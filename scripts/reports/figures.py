@@ -295,13 +295,14 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
             seen[minimizer] = seen.get(minimizer, 0) + 1
             color = COLORS.get(minimizer)
             for ax, col in ((ax_acc, "acc"), (ax_loss, "loss")):
-                mean, std = stats[f"{col}_mean"], stats[f"{col}_std"].fillna(0)
-                if len(stats) == 1:  # a single epoch: a point with an error bar
-                    ax.errorbar(stats.index, mean, yerr=std, fmt="o", capsize=4, color=color, label=label)
+                evaluated = stats[f"{col}_mean"].notna()   # --eval_every N > 1: test accuracy at some epochs only
+                mean, std = stats[f"{col}_mean"][evaluated], stats[f"{col}_std"][evaluated].fillna(0)
+                if len(mean) == 1:  # a single epoch: a point with an error bar
+                    ax.errorbar(mean.index, mean, yerr=std, fmt="o", capsize=4, color=color, label=label)
                     continue
-                line, = ax.plot(stats.index, mean, ls, marker="o" if len(stats) < 15 else None,
+                line, = ax.plot(mean.index, mean, ls, marker="o" if len(mean) < 15 else None,
                                 ms=3, color=color, label=label)
-                ax.fill_between(stats.index, mean - std, mean + std, color=line.get_color(), alpha=0.15)
+                ax.fill_between(mean.index, mean - std, mean + std, color=line.get_color(), alpha=0.15)
         ax_acc.set_ylabel("test accuracy (%)")
         ax_loss.set_ylabel("train loss")
         ax_loss.set_yscale("log")
