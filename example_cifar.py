@@ -9,9 +9,8 @@ One run = one model, one dataset, one minimizer; its flags are declared in train
 (CifarSettings), its run directory (--out) receives the records of training/records.py: config.json,
 metrics.csv, summary.json, checkpoint.pt, curves.png. torchrun --nproc_per_node=N trains the run
 data-parallel at the same global --batch_size (training/distributed.py). --resume continues the run
-in --out from checkpoint.pt (on CPU bit for bit the uninterrupted run). Exit statuses: records.EXIT_*
-(0 completed, 2 usage or data error, 3 diverged, 4 a record could not be written, 130 Ctrl-C,
-143 SIGTERM/SIGUSR2: stopped at the end of a training step, --resume continues).
+in --out from checkpoint.pt (on CPU bit for bit the uninterrupted run). Exit statuses: records.ENDINGS
+(docs/cli.md).
 
 Defaults are the authors' recipe: SGD(lr 0.1, momentum 0.9, weight decay 5e-4), batch 128, 200 epochs,
 lr x0.1 at epochs 50/100/150, random crop with 4 px zero padding + horizontal flip.

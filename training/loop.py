@@ -71,7 +71,7 @@ stop_signals = StopSignals()  # signals are per process: one flag per process
 
 def report_stop(claim, stop):
     """A StopRequested reached an entry point's main(): mark the run interrupted, say so in one line,
-    return the exit status (130 for Ctrl-C, 143 for SIGTERM/SIGUSR2)."""
+    return the exit status (records.EXIT_INTERRUPTED for Ctrl-C, records.EXIT_TERMINATED for SIGTERM/SIGUSR2)."""
     # Raised at the end of a training step: the checkpoint of the last finished epoch is intact.
     claim.mark_summary(records.STATUS_INTERRUPTED)
     print(f"stopped by {stop} at the end of a training step; the checkpoint of the last finished epoch is "

@@ -40,7 +40,7 @@ SWEEP_RECORD_FILE = "sweep_status.json"   # per run, written by scripts.launch.s
 SWEEP_FILE = "sweep.json"                 # per sweep directory: which grid its runs belong to
 RUN_LOG_FILE = "train.log"                # per run started by scripts.launch.sweep: stdout+stderr of every attempt
 
-# ---- exit codes of a training run (documented in the README)
+# ---- exit codes of a training run (ENDINGS below is their documentation: docs/cli.md)
 EXIT_COMPLETED = 0
 EXIT_USAGE = 2        # bad flags, missing data, unusable or busy run directory: one line on stderr
 EXIT_DIVERGED = 3     # a non-finite loss: the run stopped cleanly, summary status "diverged"
@@ -77,6 +77,29 @@ STATUS_OF_EXIT = {
 
 def status_of_exit(code):
     return STATUS_OF_EXIT.get(code, STATUS_CRASHED)
+
+
+# The one table of endings (docs/cli.md is generated from it): exit status, summary.json's status, the
+# status the sweep and collect report, and what happened.
+ENDINGS = (
+    (EXIT_COMPLETED, STATUS_COMPLETED, STATUS_COMPLETED, "all epochs done"),
+    (EXIT_USAGE, None, STATUS_FAILED, "bad flags or settings, missing data, an unusable run directory, or another "
+                                      f"process trains it (then: {STATUS_RUNNING_ELSEWHERE}); one line `error: ...`, "
+                                      "nothing written"),
+    (EXIT_DIVERGED, STATUS_DIVERGED, STATUS_DIVERGED, "a non-finite loss: a result, not retried unless "
+                                                      "`--retry-diverged`"),
+    (EXIT_WRITE_FAILED, STATUS_FAILED, STATUS_FAILED, "a record could not be written (disk full): one line naming the "
+                                                      "file and errno; the previous checkpoint is kept"),
+    (EXIT_INTERRUPTED, STATUS_INTERRUPTED, STATUS_INTERRUPTED, "Ctrl-C: stopped at the end of the current step (a "
+                                                               "second Ctrl-C: at once); `--resume` continues"),
+    (EXIT_TERMINATED, STATUS_INTERRUPTED, STATUS_INTERRUPTED, "SIGTERM or SIGUSR2 (Slurm time limit, preemption): "
+                                                              "stopped at the end of the current step; `--resume` "
+                                                              "continues"),
+    ("other", STATUS_RUNNING, STATUS_CRASHED, "any other exit (a traceback, SIGKILL, out of memory): the process died "
+                                           "without recording it"),
+    (None, STATUS_RUNNING, STATUS_RUNNING, "a process holds the run directory's lock now"),
+    (None, None, STATUS_INCOMPLETE, "nothing says what happened (e.g. a Slurm task still queued)"),
+)
 
 # Adaptive alpha (Lookbehind with alpha = -1): mean/min/max over the epoch's slow-weight updates of
 # the per-tensor alphas; empty for every other run.

@@ -666,6 +666,14 @@ def reference_markdown():
         lines.append("| `--resume` | | | | continue the run in `--out` from its checkpoint (its settings come "
                      "from its config.json) |")
         lines.append("")
+    lines += ["## Exit statuses and run statuses", "",
+              "Every training script (and `scripts.launch.sweep`, which records them per run) ends with one of these "
+              "(`training/records.py`, `ENDINGS`):", "",
+              "| exit | summary.json status | sweep / collect status | what happened |", "|---|---|---|---|"]
+    for code, summary, collected, meaning in records.ENDINGS:
+        lines.append(f"| {'—' if code is None else code} "
+                     f"| {f'`{summary}`' if summary else '—'} | `{collected}` | {meaning} |")
+    lines.append("")
     return "\n".join(lines)
 
 
