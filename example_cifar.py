@@ -78,9 +78,7 @@ def run(argv, claim):
     print(f"{settings.minimizer} [{lifecycle.describe_hparams(settings)}] | {settings.model} on {settings.dataset} | "
           f"lr {settings.lr} bs {settings.batch_size} epochs {settings.epochs} {settings.schedule} | "
           f"device {device.type}{world} {settings.precision} | out {out}")
-    for name in opened.ignored_flags:
-        print(f"note: --{name} does not apply to {settings.minimizer}; ignored", file=notes)
-    trackers.require(settings.tensorboard, settings.wandb)
+    lifecycle.announce(opened, notes)
 
     # ---- data (errors here leave no run directory behind)
     dataset = data.load_dataset(settings.dataset, settings.data_dir, device, settings.train_subset,
@@ -90,14 +88,9 @@ def run(argv, claim):
                          f"{parallel.world_size} processes")
 
     # ---- resume: everything is restored before anything is written
-    start_epoch, rows, wall_before = 1, [], 0.0
-    if os.path.exists(paths[records.CHECKPOINT_FILE]):
-        last_epoch, rows, wall_before = lifecycle.restore(paths[records.CHECKPOINT_FILE], device, model, minimizer,
-                                                          scheduler, settings)
-        if last_epoch > settings.epochs:
-            raise UsageError(f"--epochs {settings.epochs} is less than the {last_epoch} epochs the run has done")
-        start_epoch = last_epoch + 1
-        print(f"resuming {out} after epoch {last_epoch}")
+    start_epoch, rows, clock = lifecycle.resume_point(opened, device, model, minimizer, scheduler)
+    if rows:
+        print(f"resuming {out} after epoch {start_epoch - 1}")
 
     parallel.barrier()  # only rank 0 writes records, once every process has read the run directory as it was
     writes = parallel.is_main
@@ -105,12 +98,10 @@ def run(argv, claim):
     if writes:
         records.atomic_write_json(paths[records.CONFIG_FILE], config)
     tracking = trackers.Trackers(out, config, settings.tensorboard and writes, settings.wandb and writes)
-    session_start = time.time()
 
     def write_summary(status):
-        wall = wall_before + time.time() - session_start
         records.atomic_write_json(paths[records.SUMMARY_FILE],
-                                  records.summary_record(status, settings.summary_keys(), rows, wall))
+                                  records.summary_record(status, settings.summary_keys(), rows, clock.seconds()))
 
     def finish(status):
         if writes:
@@ -152,8 +143,7 @@ def run(argv, claim):
         if writes:  # rank 0's model holds the weights and (after evaluate) the buffers every rank has
             # Checkpoint first: metrics.csv and summary.json are rebuilt from it on resume.
             records.save_checkpoint(paths[records.CHECKPOINT_FILE], lifecycle.checkpoint_state(
-                epoch, model, minimizer, scheduler, rows, wall_before + time.time() - session_start, device,
-                settings))
+                epoch, model, minimizer, scheduler, rows, clock.seconds(), device, settings))
             records.write_metrics_csv(paths[records.METRICS_FILE], rows)
             tracking.log_epoch(rows[-1])
             write_summary(records.STATUS_RUNNING)
@@ -164,7 +154,7 @@ def run(argv, claim):
     finish(records.STATUS_COMPLETED)
     best = max((r for r in rows if r["test_acc"] is not None), key=lambda r: r["test_acc"])
     print(f"done: final test acc {rows[-1]['test_acc']:.2f}%, best {best['test_acc']:.2f}% (epoch {best['epoch']}), "
-          f"{wall_before + time.time() - session_start:.0f}s; records in {out}")
+          f"{clock.seconds():.0f}s; records in {out}")
     return records.EXIT_COMPLETED
 
 

@@ -47,12 +47,6 @@ def parser():
                                            "and write run records, the accuracy matrix and A/F/LA to --out.")
 
 
-def matrix_rows_of(rows, epochs_per_task, num_tasks):
-    """Rows of R so far: every task's accuracy at the last epoch of each finished task."""
-    return [[row[records.task_accuracy_column(j)] for j in range(num_tasks)]
-            for row in rows if row["task_epoch"] == epochs_per_task]
-
-
 def run(argv, claim):
     argv = list(sys.argv[1:] if argv is None else argv)
     opened = lifecycle.open_run(ContinualSettings, parser(), argv, claim)
@@ -84,9 +78,7 @@ def run(argv, claim):
           f"({settings.dataset}, {settings.num_tasks} tasks, {heads_kind}-head) | lr {settings.lr} "
           f"bs {settings.batch_size} {settings.epochs_per_task} epoch(s)/task | device {device.type} "
           f"{settings.precision} | out {out}")
-    for name in opened.ignored_flags:
-        print(f"note: --{name} does not apply to {settings.minimizer}; ignored", file=sys.stderr)
-    trackers.require(settings.tensorboard, settings.wandb)
+    lifecycle.announce(opened)
 
     # ---- data (errors here leave no run directory behind)
     dataset = data.load_dataset(settings.dataset, settings.data_dir, device, download=settings.download)
@@ -97,32 +89,29 @@ def run(argv, claim):
              for task in tasks]
 
     # ---- resume: everything is restored before anything is written
-    start_epoch, rows, wall_before = 1, [], 0.0
-    if os.path.exists(paths[records.CHECKPOINT_FILE]):
-        last_epoch, rows, wall_before = lifecycle.restore(paths[records.CHECKPOINT_FILE], device, model, minimizer,
-                                                          scheduler, settings)
-        start_epoch = last_epoch + 1
-        print(f"resuming {out} after epoch {last_epoch} (task {(last_epoch - 1) // settings.epochs_per_task + 1}, "
-              f"epoch {(last_epoch - 1) % settings.epochs_per_task + 1} of it)")
+    start_epoch, rows, clock = lifecycle.resume_point(opened, device, model, minimizer, scheduler)
+    if rows:
+        done = start_epoch - 1
+        print(f"resuming {out} after epoch {done} (task {(done - 1) // settings.epochs_per_task + 1}, "
+              f"epoch {(done - 1) % settings.epochs_per_task + 1} of it)")
 
     config = lifecycle.config_record(settings, opened, ENTRY, argv, epochs=settings.epochs, task_classes=task_classes)
     records.atomic_write_json(paths[records.CONFIG_FILE], config)
     columns = records.continual_metric_columns(settings.num_tasks)
     tracking = trackers.Trackers(out, config, settings.tensorboard, settings.wandb, columns)
-    session_start = time.time()
     autocast = autocast_factory(device, settings.precision)
     title = (f"{settings.minimizer} {settings.model} {settings.benchmark} {heads_kind}-head "
              f"({', '.join(f'{k}={v}' for k, v in settings.minimizer_hparams.items())}) seed {settings.seed}")
 
     def write_records(status):
-        matrix_rows = matrix_rows_of(rows, settings.epochs_per_task, settings.num_tasks)
+        matrix_rows = continual.matrix_rows_of(rows, settings.epochs_per_task, settings.num_tasks)
         records.atomic_write(os.path.join(out, records.ACCURACY_MATRIX_FILE),
                              records.accuracy_matrix_text(matrix_rows, settings.num_tasks))
         records.write_metrics_csv(paths[records.METRICS_FILE], rows, columns)
         extra = {"num_tasks": settings.num_tasks, "tasks_completed": len(matrix_rows),
                  "single_head": settings.single_head, **continual.sequence_metrics(matrix_rows)}
         records.atomic_write_json(paths[records.SUMMARY_FILE], records.summary_record(
-            status, settings.summary_keys(), rows, wall_before + time.time() - session_start, extra))
+            status, settings.summary_keys(), rows, clock.seconds(), extra))
         return matrix_rows
 
     def finish(status):
@@ -165,7 +154,7 @@ def run(argv, claim):
         rows.append(row)
         # Checkpoint first: the other records are rebuilt from its rows on resume.
         records.save_checkpoint(paths[records.CHECKPOINT_FILE], lifecycle.checkpoint_state(
-            epoch, model, minimizer, scheduler, rows, wall_before + time.time() - session_start, device, settings))
+            epoch, model, minimizer, scheduler, rows, clock.seconds(), device, settings))
         write_records(records.STATUS_RUNNING)
         tracking.log_epoch(row)
         accuracies = " ".join(f"{acc:5.1f}" for _, acc in results)
@@ -175,7 +164,7 @@ def run(argv, claim):
 
     metrics = continual.sequence_metrics(finish(records.STATUS_COMPLETED))
     print(f"done: A {metrics['average_accuracy']:.2f}%  F {metrics['forgetting'] or 0:.2f}%  "
-          f"LA {metrics['learning_accuracy']:.2f}%  ({wall_before + time.time() - session_start:.0f}s); records in {out}")
+          f"LA {metrics['learning_accuracy']:.2f}%  ({clock.seconds():.0f}s); records in {out}")
     return records.EXIT_COMPLETED
 
 

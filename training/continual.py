@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 import data
+from training import records
 
 BENCHMARKS = {
     # datasets: the base datasets the benchmark accepts (the first is the default)
@@ -125,6 +126,12 @@ def forgetting(matrix):
 def learning_accuracy(matrix):
     matrix = np.asarray(matrix, dtype=float)
     return float(np.mean([matrix[j, j] for j in range(matrix.shape[0])]))
+
+
+def matrix_rows_of(rows, epochs_per_task, num_tasks):
+    """Rows of R so far, from metrics.csv's rows: every task's accuracy at the last epoch of each finished task."""
+    return [[row[records.task_accuracy_column(j)] for j in range(num_tasks)]
+            for row in rows if row["task_epoch"] == epochs_per_task]
 
 
 def sequence_metrics(matrix_rows):

@@ -14,13 +14,14 @@ directory to lock it; a directory it created and nothing was written to is remov
 import dataclasses
 import os
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
 
 import data
 import minimizers
-from training import distributed, records
+from training import distributed, records, trackers
 from training.loop import StopRequested, report_stop, stop_signals
 from training.cli import resolve_device
 from training.records import UsageError
@@ -291,6 +292,35 @@ def restore(path, device, model, minimizer, scheduler, settings):
     except Exception as exc:  # missing keys, shape mismatches: all mean "unusable"
         raise UsageError(f"cannot resume from {path}: {records.one_line(exc)} (the file is left as it is; use a "
                          f"new --out to start over)") from None
+
+
+def resume_point(opened, device, model, minimizer, scheduler):
+    """(first epoch to train, metric rows so far, a clock of the run's wall seconds): restored from the
+    run's checkpoint when it has one (UsageError if unusable, or if it holds more epochs than the settings)."""
+    path = opened.paths[records.CHECKPOINT_FILE]
+    if not os.path.exists(path):
+        return 1, [], WallClock(0.0)
+    last_epoch, rows, wall_before = restore(path, device, model, minimizer, scheduler, opened.settings)
+    if last_epoch > opened.settings.epochs:
+        raise UsageError(f"--epochs {opened.settings.epochs} is less than the {last_epoch} epochs the run has done")
+    return last_epoch + 1, rows, WallClock(wall_before)
+
+
+class WallClock:
+    """Wall seconds of a run over all its sessions: those recorded before this one plus this one's."""
+
+    def __init__(self, before):
+        self.before, self.start = before, time.time()
+
+    def seconds(self):
+        return self.before + time.time() - self.start
+
+
+def announce(opened, notes=sys.stderr):
+    """The notes every run prints before its data loads, and the trackers' check (UsageError if missing)."""
+    for name in opened.ignored_flags:
+        print(f"note: --{name} does not apply to {opened.settings.minimizer}; ignored", file=notes)
+    trackers.require(opened.settings.tensorboard, opened.settings.wandb)
 
 
 # ------------------------------------------------------------------------------------------ endings

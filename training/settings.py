@@ -362,7 +362,7 @@ class CommonSettings:
                              f"one of {', '.join(minimizers.available())} (case-insensitive)")
     # Resolved once from the minimizer flags (MinimizerFlags); what minimizers.create receives.
     minimizer_hparams: dict = field(default=None, metadata=dict(derived=True))
-    seed: int = setting(0, SEED, f"model init and data order, 0..2^63-1")
+    seed: int = setting(0, SEED, "model init and data order, 0..2^63-1")
     augment: bool = setting(True, Boolean(), "random crop (4 px zero padding) + horizontal flip of the training "
                                              "images (default, the authors' recipe); --no-augment trains on the "
                                              "images as stored", flag="switch", default_text="")
