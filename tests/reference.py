@@ -13,6 +13,9 @@ import torch.nn.functional as F
 import minimizers
 
 LR, MOMENTUM, WD = 0.05, 0.9, 5e-4
+BETAS, ADAM_EPS, ADAMW_WD = (0.9, 0.999), 1e-6, 0.05   # AdamW base optimizer (decoupled decay). eps 1e-6, not
+# torch's 1e-8: the conv bias before BatchNorm has a zero gradient up to rounding (1e-17), which Adam divides by
+# sqrt(v) + eps; with eps 1e-8 that rounding noise alone moves it by lr * 1e-9, above the float64 comparison tolerance.
 ATOL = 1e-10
 
 
@@ -40,8 +43,11 @@ def make_batches(n=8, seed=1, size=6):
             for _ in range(n)]
 
 
-def build(name, model, **hparams):
-    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
+def build(name, model, base="sgd", **hparams):
+    if base == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=ADAM_EPS, weight_decay=ADAMW_WD)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WD)
     return minimizers.create(name, model, opt, **hparams)
 
 
@@ -61,7 +67,9 @@ def run(minimizer, model, batches, schedule=False, start=0):
 class Reference:
     """Naive building blocks on a dict of named parameters (``self.weights`` = the model's weights)."""
 
-    def __init__(self, seed=0, bn_policy="every"):
+    def __init__(self, seed=0, bn_policy="every", base="sgd"):
+        self.base = base
+        self.moments, self.steps = {}, 0   # AdamW's first/second moments and step count
         self.net = make_model(seed)
         self.names = [n for n, _ in self.net.named_parameters()]
         self.weights = {n: p.detach().clone() for n, p in self.net.named_parameters()}
@@ -103,6 +111,24 @@ class Reference:
         if not peek:
             self.momentum = momentum
         return new
+
+    def adamw(self, theta, grad):
+        """torch.optim.AdamW's update, per parameter: decoupled decay, bias-corrected moments."""
+        self.steps += 1
+        b1, b2 = BETAS
+        new = {}
+        for n in self.names:
+            m, v = self.moments.get(n, (torch.zeros_like(theta[n]), torch.zeros_like(theta[n])))
+            m = b1 * m + (1 - b1) * grad[n]
+            v = b2 * v + (1 - b2) * grad[n] * grad[n]
+            self.moments[n] = (m, v)
+            m_hat, v_hat = m / (1 - b1 ** self.steps), v / (1 - b2 ** self.steps)
+            new[n] = theta[n] * (1 - LR * ADAMW_WD) - LR * m_hat / (v_hat.sqrt() + ADAM_EPS)
+        return new
+
+    def base_step(self, theta, grad):
+        """The base optimizer's step (SGD or AdamW, as built by build(..., base=))."""
+        return self.adamw(theta, grad) if self.base == "adamw" else self.sgd(theta, grad)
 
     def norm(self, g):
         return math.sqrt(sum(float((g[n] ** 2).sum()) for n in self.names))

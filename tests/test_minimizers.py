@@ -28,7 +28,7 @@ class MinimizerReference(Reference):
         phi = self.weights
         g = self.grad(phi, batch, clean=True)
         g_perturbed = self.grad(self.add(phi, self.eps(phi, g, rho, family)), batch, clean=False)
-        self.weights = self.sgd(phi, g_perturbed)
+        self.weights = self.base_step(phi, g_perturbed)
 
     def lookbehind_step(self, batches, rho, k, alpha, family="SAM"):
         """One outer step; ``batches`` has k entries (the same batch k times without switching)."""
@@ -37,7 +37,7 @@ class MinimizerReference(Reference):
         for i in range(k):
             g = self.grad(perturbed, batches[i], clean=(i == 0))
             perturbed = self.add(perturbed, self.eps(perturbed, g, rho, family))
-            theta = self.sgd(theta, self.grad(perturbed, batches[i], clean=False))
+            theta = self.base_step(theta, self.grad(perturbed, batches[i], clean=False))
             theta_1 = theta if i == 0 else theta_1
         new = {}
         for n in self.names:
@@ -90,6 +90,23 @@ def test_lookbehind_matches_reference(family, rho, k, alpha, passes):
     run(build(f"Lookbehind_{family}", model, rho=rho, k=k, alpha=alpha, passes=passes), model, batches)
     for b in batches:
         ref.lookbehind_step([b] * k, rho, k, alpha, family)
+    assert_matches(model, ref)
+
+
+@pytest.mark.parametrize("name", ["SAM", "Lookbehind_SAM"])
+@pytest.mark.parametrize("alpha", [0.5, -1])
+def test_sam_and_lookbehind_around_adamw_match_reference(name, alpha):
+    """The minimizers only call the base optimizer's step(): AdamW (decoupled decay, bias-corrected moments,
+    one step per inner step of Lookbehind) against a hand-written per-parameter AdamW, in float64."""
+    model, ref, batches = make_model(), MinimizerReference(base="adamw"), make_batches(6)
+    hparams = {"rho": 0.05} if name == "SAM" else {"rho": 0.05, "k": 2, "alpha": alpha}
+    run(build(name, model, base="adamw", **hparams), model, batches)
+    for b in batches:
+        if name == "SAM":
+            ref.sam_step(b, 0.05)
+        else:
+            ref.lookbehind_step([b] * 2, 0.05, 2, alpha)
+    assert ref.steps == len(batches) * (1 if name == "SAM" else 2)
     assert_matches(model, ref)
 
 
