@@ -1,4 +1,4 @@
-"""The registry is the one source of every name, hyperparameter and default: README table, CLI help,
+"""The registry is the one source of every name, hyperparameter and default: docs/minimizers.md's table, CLI help,
 create() with keywords; validators live in one module."""
 import ast
 import glob
@@ -15,8 +15,8 @@ from training.settings import HPARAM_FLAGS, CifarSettings, ContinualSettings, bu
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_readme_table_is_the_generated_one():
-    with open(os.path.join(REPO, "README.md")) as f:
+def test_docs_table_is_the_generated_one():
+    with open(os.path.join(REPO, "docs", "minimizers.md")) as f:
         assert minimizers.markdown_table() in f.read(), "regenerate with python -c 'import minimizers; " \
                                                         "print(minimizers.markdown_table())'"
 
