@@ -271,3 +271,34 @@ def test_eval_every_skips_evaluations_and_changes_no_result(tmp_path, capsys):
     assert all(torch.equal(value, b["model"][key]) for key, value in a["model"].items())
     summary = records.read_json(os.path.join(sparse, records.SUMMARY_FILE))
     assert summary["final_test_acc"] == float(reference[2][test_acc]) and summary["best_epoch"] in (2, 3)
+
+
+def test_adamw_base_optimizer_trains_and_resumes_bit_for_bit(tmp_path, capsys):
+    import torch
+    flags = [*SMALL[:-2], "--optimizer", "adamw", "--lr", "0.001", "--weight_decay", "0.05", "--betas", "0.9", "0.99",
+             "--minimizer", "Lookbehind_SAM", "--alpha", "-1"]
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    assert example_cifar.main([*flags, "--epochs", "2", "--out", straight]) == 0
+    assert example_cifar.main([*flags, "--epochs", "1", "--out", resumed]) == 0
+    assert example_cifar.main(["--out", resumed, "--resume", "--epochs", "2"]) == 0
+    a, b = (torch.load(os.path.join(d, records.CHECKPOINT_FILE), weights_only=True) for d in (straight, resumed))
+    assert all(torch.equal(value, b["model"][key]) for key, value in a["model"].items())
+    assert "exp_avg_sq" in str(a["minimizer"])          # the base optimizer's state is AdamW's
+    config = records.read_json(os.path.join(straight, records.CONFIG_FILE))
+    assert (config["optimizer"], config["betas"], config["eps"], config["momentum"]) == ("adamw", [0.9, 0.99], 1e-8, None)
+    code, output = call(capsys, example_cifar, "--out", resumed, "--resume", "--optimizer", "sgd")
+    assert code == records.EXIT_USAGE and "--optimizer sgd differs" in output.err
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--optimizer", "adamw", "--momentum", "0.9"], "--momentum is an SGD setting"),
+    (["--betas", "0.9", "0.99"], "--betas is an AdamW setting"),
+    (["--eps", "1e-6"], "--eps is an AdamW setting"),
+    (["--optimizer", "adamw", "--betas", "0.9"], "two values"),
+    (["--optimizer", "adamw", "--betas", "0.9", "1"], "--betas: must be < 1"),
+    (["--optimizer", "lamb"], "--optimizer"),
+])
+def test_a_flag_of_the_other_base_optimizer_is_refused(argv, fragment):
+    for settings_class in (CifarSettings, ContinualSettings):
+        with pytest.raises(UsageError, match=fragment):
+            parse(settings_class, ["--device", "cpu", *argv])

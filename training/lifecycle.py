@@ -35,7 +35,7 @@ RECORD_KEYS = {"versions", "git_commit", "command", "resume_commands", "ignored_
 # resolved into minimizer_hparams, and --resume itself): read and ignored.
 LEGACY_KEYS = {f.name for f in dataclasses.fields(MinimizerFlags)} | {"resume"}
 # Settings added after runs were first recorded, with the value that reproduces those older runs.
-LATER_SETTINGS = {"augment": True, "eval_every": 1}
+LATER_SETTINGS = {"augment": True, "eval_every": 1, "optimizer": "sgd", "betas": None, "eps": None}
 
 
 @dataclass
@@ -212,10 +212,14 @@ def summary_status(out):
 # ------------------------------------------------------------------------------------- building
 
 def build_minimizer(settings, model):
-    """SGD (lr, momentum, weight decay) and the settings' minimizer around it; UsageError for values the
-    minimizer refuses."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
+    """The base optimizer (SGD: lr, momentum, weight decay; AdamW: lr, betas, eps, decoupled weight decay) and
+    the settings' minimizer around it; UsageError for values the minimizer refuses."""
+    if settings.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, betas=settings.betas, eps=settings.eps,
+                                      weight_decay=settings.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                                    weight_decay=settings.weight_decay)
     try:
         return minimizers.create(settings.minimizer, model, optimizer, **settings.minimizer_hparams)
     except ValueError as exc:

@@ -90,7 +90,8 @@ class Integer(Kind):
 class Real(Kind):
     low: float
     high: float = MAX_REAL
-    low_open: bool = False   # (low, high] instead of [low, high]
+    low_open: bool = False   # (low, ...] instead of [low, ...]
+    high_open: bool = False  # [..., high) instead of [..., high]
 
     def parse(self, text):
         try:
@@ -111,6 +112,8 @@ class Real(Kind):
             raise ValueError(f"must be > {self.low:g}, got {value:g}")
         if value < self.low:
             raise ValueError(f"must be >= {self.low:g}, got {value:g}")
+        if self.high_open and value >= self.high:
+            raise ValueError(f"must be < {self.high:g}, got {value:g}")
         if value > self.high:
             raise ValueError(f"must be <= {self.high:g}, got {value:g}")
         return value
@@ -195,6 +198,7 @@ EPOCHS = Integer(1, MAX_EPOCHS)
 IMAGES = Integer(2, MAX_IMAGES, why="BatchNorm needs two images per batch")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
+BASE_OPTIMIZERS = ("sgd", "adamw")
 
 
 def setting(default, kind, help, resume=FIXED, flag="value", default_text=None):
@@ -354,8 +358,16 @@ class CommonSettings:
                              default_text="")
     model: str = setting("resnet34", Name(model_name), f"one of {', '.join(models.available_models())}")
     lr: float = setting(0.1, Real(0.0, low_open=True), "initial learning rate")
-    momentum: float = setting(0.9, Real(0.0, 1.0), "SGD momentum")
-    weight_decay: float = setting(5e-4, Real(0.0), "SGD weight decay")
+    optimizer: str = setting("sgd", Choice(BASE_OPTIMIZERS), "the base optimizer every minimizer wraps: sgd (the "
+                                                             "authors') or adamw (decoupled weight decay, e.g. ViTs)")
+    momentum: float = setting(None, Optional(Real(0.0, 1.0)), "SGD momentum (default 0.9; an SGD flag)",
+                              default_text="")
+    betas: tuple = setting(None, Optional(ListOf(Real(0.0, 1.0, high_open=True))),
+                           "AdamW's beta1 beta2 (default 0.9 0.999; an AdamW flag)", flag="list", default_text="")
+    eps: float = setting(None, Optional(Real(0.0, 1.0, low_open=True)),
+                         "AdamW's epsilon (default 1e-08; an AdamW flag)", default_text="")
+    weight_decay: float = setting(5e-4, Real(0.0), "weight decay: SGD's (added to the gradient) or AdamW's "
+                                                   "(decoupled)")
     batch_size: int = setting(128, IMAGES, "training batch size; under torchrun the global batch, split over "
                                            "the processes")
     minimizer: str = setting("Lookbehind_SAM", Name(minimizers.canonical_name),
@@ -396,7 +408,28 @@ class CommonSettings:
             object.__setattr__(self, "minimizer_hparams", dict(minimizers.hparams(self.minimizer)))
         object.__setattr__(self, "minimizer_hparams",
                            check_minimizer_hparams(self.minimizer, self.minimizer_hparams))
+        self.resolve_optimizer()
         self.validate()
+
+    SGD_MOMENTUM = 0.9     # --momentum when not given (an entry point may have another default)
+
+    def resolve_optimizer(self):
+        """Fill in the chosen base optimizer's defaults; refuse the other optimizer's flags."""
+        if self.optimizer == "sgd":
+            for name in ("betas", "eps"):
+                if getattr(self, name) is not None:
+                    raise UsageError(f"--{name} is an AdamW setting; add --optimizer adamw or leave it out")
+            if self.momentum is None:
+                object.__setattr__(self, "momentum", self.SGD_MOMENTUM)
+            return
+        if self.momentum is not None:
+            raise UsageError("--momentum is an SGD setting; AdamW's moments are --betas (add --optimizer sgd or "
+                             "leave it out)")
+        betas = (0.9, 0.999) if self.betas is None else self.betas
+        if len(betas) != 2:
+            raise SettingError("betas", f"expected two values (beta1 beta2), got {len(betas)}")
+        object.__setattr__(self, "betas", betas)
+        object.__setattr__(self, "eps", 1e-8 if self.eps is None else self.eps)
 
     def validate(self):
         """Checks across settings (a subclass adds its own); SettingError or UsageError."""
@@ -490,8 +523,10 @@ class ContinualSettings(CommonSettings):
     epochs_per_task: int = setting(1, EPOCHS, "training epochs on each task")
     batch_size: int = setting(10, IMAGES, "training batch size")
     lr: float = setting(0.03, Real(0.0, low_open=True), "learning rate")
-    momentum: float = setting(0.0, Real(0.0, 1.0), "SGD momentum")
-    weight_decay: float = setting(0.0, Real(0.0), "SGD weight decay")
+    momentum: float = setting(None, Optional(Real(0.0, 1.0)), "SGD momentum (default 0; an SGD flag)",
+                              default_text="")
+    weight_decay: float = setting(0.0, Real(0.0), "weight decay: SGD's (added to the gradient) or AdamW's "
+                                                  "(decoupled)")
     schedule: str = setting("constant", Choice(("constant", "cosine")),
                             "LR shape over each task (or the whole sequence with --no-lr_reset): constant or "
                             "cosine to 0")
@@ -502,6 +537,7 @@ class ContinualSettings(CommonSettings):
     minimizer: str = setting("SGD", Name(minimizers.canonical_name),
                              f"one of {', '.join(minimizers.available())} (case-insensitive)")
     warmup_epochs = 0.0   # the loop's warm-up: none in a continual run
+    SGD_MOMENTUM = 0.0    # the field's plain SGD
 
     def validate(self):
         continual = _continual()

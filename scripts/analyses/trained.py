@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import torch
 
 import data
-import minimizers
 import models
 from scripts.common import display_minimizer
-from training import records
+from training import lifecycle, records
 from training.records import UsageError
+from training.settings import CifarSettings
 
 
 @dataclass
@@ -77,14 +77,11 @@ def load_run(run_dir, device, channels_last=False, include_incomplete=False):
         state = records.load_checkpoint(checkpoint_path, device)
     except records.RecordError as exc:
         raise UsageError(str(exc)) from None
-    try:
-        num_classes = data.DATASETS[config["dataset"]]["num_classes"]
-        model = models.create_model(config["model"], num_classes).to(device)
-        optimizer = torch.optim.SGD(model.parameters(), lr=config["lr"], momentum=config["momentum"],
-                                    weight_decay=config["weight_decay"])
-        minimizer = minimizers.create(config["minimizer"], model, optimizer, **config["minimizer_hparams"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise UsageError(f"{config_path}: not a usable run config ({records.one_line(exc)})") from None
+    # The run's settings, checked as a resumed run checks them, and its base optimizer and minimizer as it built them.
+    settings = lifecycle.settings_from_config(CifarSettings, config, config_path)
+    num_classes = data.DATASETS[settings.dataset]["num_classes"]
+    model = models.create_model(settings.model, num_classes).to(device)
+    minimizer = lifecycle.build_minimizer(settings, model)
     try:
         model.load_state_dict(state["model"])
         minimizer.load_state_dict(state["minimizer"])
