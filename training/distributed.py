@@ -4,7 +4,7 @@
 
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT;
 without them (plain `python example_cifar.py`) the run is a single process and nothing here
-communicates. Semantics (see the README, "One run on several GPUs"):
+communicates. Semantics (see docs/ddp.md):
 
 * --batch_size is the GLOBAL batch: each global batch of the epoch's permutation is cut into
   world_size contiguous shards, one per rank, so the ranks together see exactly the batches of a
