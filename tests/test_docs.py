@@ -1,5 +1,7 @@
 """README.md is a front page and docs/ the reference: the README stays short, every relative link (and
-anchor) in them leads somewhere, and every script or module a command names exists."""
+anchor) in them leads somewhere, every script or module a command names exists, and none names a path of
+a particular machine. The folder READMEs that are references too (scripts/, minimizers/) are held to the
+same rules."""
 import glob
 import importlib.util
 import os
@@ -10,7 +12,9 @@ import unicodedata
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCS = ["README.md"] + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md")))
+FOLDER_READMES = ["scripts/README.md", "minimizers/README.md"]
+DOCS = (["README.md"] + FOLDER_READMES
+        + sorted(os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md"))))
 README_MAX_LINES = 220
 
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.S | re.M)
