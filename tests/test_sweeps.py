@@ -397,3 +397,11 @@ def test_bash_wrappers_still_work(tmp_path):
                             env=dict(os.environ, PYTHON=sys.executable), timeout=120)
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 2 and "--k 2 --alpha -1" in result.stdout
+
+
+def test_set_given_twice_keeps_both_values(capsys):
+    code = sweep.main(["generalization", "--pairs", "CIFAR10_sample:resnet8", "--minimizers", "GSAM", "SAM",
+                       "--seeds", "0", "--runs-root", "unused", "--set", "GSAM:rho_max=0.05", "--set", "SAM:rho=0.1",
+                       "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0 and "rho_max=0.05" in out and "SAM_rho0.1_s0" in out

@@ -38,6 +38,7 @@ class Option:
     help: str
     type: object = str
     nargs: object = None
+    repeatable: bool = False   # given several times, the values add up (--set A:x=1 --set B:y=2)
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ COMMON_OPTIONS = (
     Option("rho_sam", "0.05", "rho of the SAM-type minimizers of the paper", type=number),
     Option("rho_asam", "0.5", "rho of the ASAM-type minimizers of the paper", type=number),
     Option("set", [], "MINIMIZER:KEY=VALUE: a hyperparameter for that minimizer's runs (repeatable), "
-                      "e.g. GSAM:rho_max=0.05 or SSAM_F:rho=0.2", type=hparam_setting, nargs="+"),
+                      "e.g. GSAM:rho_max=0.05 or SSAM_F:rho=0.2", type=hparam_setting, nargs="+", repeatable=True),
 )
 STEP_OPTIONS = (
     Option("lb_k", "2", "Lookbehind k", type=number),
@@ -256,5 +257,5 @@ register(Grid(
                            "Multistep_SAM"], "minimizers (rho: each one's library default; change with --set)",
             nargs="+"),
      Option("set", [], "MINIMIZER:KEY=VALUE: a hyperparameter for that minimizer's runs (repeatable)",
-            type=hparam_setting, nargs="+"),
+            type=hparam_setting, nargs="+", repeatable=True),
      ) + STEP_OPTIONS, continual))

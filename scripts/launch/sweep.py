@@ -440,6 +440,8 @@ def build_parser():
                 kwargs["type"] = option.type
             if option.nargs:
                 kwargs["nargs"] = option.nargs
+            if option.repeatable:
+                kwargs["action"] = "extend"
             group.add_argument(f"--{option.name.replace('_', '-')}", dest=option.name, **kwargs)
     return parser
 
