@@ -4,7 +4,7 @@ A name is a minimizer class, optionally with an ascent rule class (Lookbehind_SA
 SAMAscent) or an inner registered minimizer (Lookahead_SAM = Lookahead around SAM).  Its
 hyperparameters and their defaults are read from those classes' signatures, which are the only place
 a default is written; ``create`` passes them as keywords.  The README table
-(``markdown_table()``, tested to be in README.md) and the CLI help come from here.
+(``markdown_table()``, tested to be in docs/minimizers.md) and the CLI help come from here.
 """
 import inspect
 from dataclasses import dataclass, field

@@ -21,7 +21,7 @@ results/<sweep>/, sweep = name of the first root):
                learning-curve figure.
 
 Status: training.records.resolve_status, from summary.json, the run directory's lock (held = being
-trained now) and the sweep's record (sweep_status.json): see the status table in scripts/README.md.
+trained now) and the sweep's record (sweep_status.json): see the status table in docs/cli.md.
 A directory that cannot be read, or whose metrics.csv is cut off or ragged (a row with more or fewer
 fields than the header, or no line break at the end: the training scripts write it whole), is
 reported ("problem in <run dir>: metrics.csv line N ...") and listed with status "invalid", never

@@ -1,7 +1,7 @@
 """The generalization table (the paper's Table 1) in Markdown and LaTeX, from a grouped.csv (< 1 s).
 
     python -m scripts.reports.tables results/generalization
-    python -m scripts.reports.tables results/generalization --paper results/paper_reference.csv --metric final
+    python -m scripts.reports.tables results/generalization --paper PAPER.csv --metric final
 
 (run from the repository root: the scripts share scripts/common.py).
 Reads <results dir>/grouped.csv (written by python -m scripts.reports.collect) and writes <results dir>/table_<metric>.md
@@ -223,11 +223,12 @@ def build_parser():
     parser = Parser(
         description="Generalization table (Markdown + LaTeX) from a grouped.csv; takes under a second.",
         epilog="Example (from the repository root): python -m scripts.reports.tables results/generalization "
-               "--paper results/paper_reference.csv")
+               "--paper PAPER.csv")
     parser.add_argument("results", help="results directory holding grouped.csv (or the grouped.csv itself)")
     parser.add_argument("--metric", choices=["best", "final"], default="best",
                         help="best test accuracy over epochs (default, as the original code) or final")
-    parser.add_argument("--paper", help="CSV with dataset,model,minimizer,acc[,std] from the paper")
+    parser.add_argument("--paper", help="CSV with dataset,model,minimizer,acc[,std]: the paper's numbers, as you "
+                        "transcribe them (none ship with the repository)")
     parser.add_argument("--where", action="append", metavar="COLUMN=VALUE",
                         help="keep only grouped rows with this setting (repeatable)")
     parser.add_argument("--digits", type=decimal_digits, default=2,
