@@ -4,6 +4,8 @@
     python example_cifar.py --minimizer Lookbehind_ASAM --rho 0.5
     python example_cifar.py --dataset CIFAR100 --model resnet50 --minimizer SAM
     python example_cifar.py --dataset CIFAR10_sample --model resnet20 --epochs 10   # offline, CPU
+    python example_cifar.py --model vit_tiny_patch4 --optimizer adamw --lr 1e-3 --weight_decay 0.05 \
+        --schedule cosine --warmup_epochs 5 --label_smoothing 0.1     # ViTs from timm (optional): docs/vit.md
 
 One run = one model, one dataset, one minimizer; its flags are declared in training/settings.py
 (CifarSettings), its run directory (--out) receives the records of training/records.py: config.json,
@@ -39,6 +41,22 @@ def parser():
                                        "(config.json, metrics.csv, summary.json, checkpoint.pt, curves.png) to --out.")
 
 
+def load_initial_weights(settings, model, paths):
+    """--pretrained: load the file into the model (UsageError, before anything is written, if it does not fit);
+    not when the run resumes from its checkpoint (which holds the weights). Returns the header's note on
+    the initial weights: the file, or "random init (no --pretrained)" for a model meant to be fine-tuned."""
+    if settings.pretrained is None:
+        return " [random init (no --pretrained)]" if settings.model in models.PRETRAINED_SOURCES else ""
+    if os.path.exists(paths[records.CHECKPOINT_FILE]):
+        return f" [resumed; started from {settings.pretrained}]"
+    try:
+        fresh = models.load_pretrained(model, settings.pretrained)
+    except models.PretrainedError as exc:
+        raise UsageError(f"--pretrained {settings.pretrained}: {exc}") from None
+    head = f", head {', '.join(fresh)} re-initialised" if fresh else ""
+    return f" [pretrained {settings.pretrained}{head}]"
+
+
 def run(argv, claim):
     argv = list(sys.argv[1:] if argv is None else argv)
     processes = distributed.processes_from_environment()
@@ -55,6 +73,7 @@ def run(argv, claim):
     # ---- model and minimizer (before loading data, so that bad hyperparameters fail fast)
     torch.manual_seed(settings.seed)
     model = models.create_model(settings.model, data.DATASETS[settings.dataset]["num_classes"]).to(device)
+    initial_weights = load_initial_weights(settings, model, paths)
     model = distributed.convert_sync_batchnorm(model, parallel, settings.sync_bn)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -75,7 +94,8 @@ def run(argv, claim):
 
     world = (f" x {parallel.world_size} processes (batch {settings.batch_size // parallel.world_size} each, "
              f"{settings.ascent_gradient} ascent gradient)" if parallel.world_size > 1 else "")
-    print(f"{settings.minimizer} [{lifecycle.describe_hparams(settings)}] | {settings.model} on {settings.dataset} | "
+    print(f"{settings.minimizer} [{lifecycle.describe_hparams(settings)}] | {settings.model}{initial_weights} on "
+          f"{settings.dataset} | "
           f"lr {settings.lr} bs {settings.batch_size} epochs {settings.epochs} {settings.schedule} | "
           f"device {device.type}{world} {settings.precision} | out {out}")
     lifecycle.announce(opened, notes)

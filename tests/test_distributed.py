@@ -69,7 +69,7 @@ def train(minimizer_name, hparams, parallel, epochs=2):
     parallel.average_gradients_before_step(optimizer)
     dataset = tiny_dataset()
     args = argparse.Namespace(batch_size=BATCH, seed=0, epochs=epochs, channels_last=False, augment=True,
-                              warmup_epochs=0)  # what train_one_epoch reads of the settings
+                              warmup_epochs=0, label_smoothing=0.0)  # what train_one_epoch reads of the settings
     metrics = []
     for epoch in range(1, epochs + 1):
         loss, acc, _, finite = train_one_epoch(epoch, train_forward, minimizer, dataset, args, torch.device("cpu"),

@@ -25,8 +25,8 @@ from training import distributed, records, trackers
 from training.loop import StopRequested, report_stop, stop_signals
 from training.cli import resolve_device
 from training.records import UsageError
-from training.settings import (FIXED, KEPT, PER_CALL, MinimizerFlags, SettingError, resolve_minimizer_hparams,
-                               parse_hparam_entries, split_typed)
+from training.settings import (FIXED, KEPT, PER_CALL, MinimizerFlags, PackageMissing, SettingError,
+                               resolve_minimizer_hparams, parse_hparam_entries, split_typed)
 
 # config.json entries that are records of the run, not settings.
 RECORD_KEYS = {"versions", "git_commit", "command", "resume_commands", "ignored_flags", "world_size",
@@ -35,7 +35,8 @@ RECORD_KEYS = {"versions", "git_commit", "command", "resume_commands", "ignored_
 # resolved into minimizer_hparams, and --resume itself): read and ignored.
 LEGACY_KEYS = {f.name for f in dataclasses.fields(MinimizerFlags)} | {"resume"}
 # Settings added after runs were first recorded, with the value that reproduces those older runs.
-LATER_SETTINGS = {"augment": True, "eval_every": 1, "optimizer": "sgd", "betas": None, "eps": None}
+LATER_SETTINGS = {"augment": True, "eval_every": 1, "optimizer": "sgd", "betas": None, "eps": None,
+                  "label_smoothing": 0.0, "pretrained": None}
 
 
 @dataclass
@@ -92,6 +93,8 @@ def settings_from_config(settings_class, config, path):
         return settings_class(**values, minimizer_hparams=hparams)
     except SettingError as exc:
         raise UsageError(f"{path}: {exc.name}: {exc} (edited by hand?); the run cannot be resumed") from None
+    except PackageMissing as exc:  # not an edit: this machine lacks a package the run needs
+        raise PackageMissing(f"{path}: {exc}; install it to resume the run") from None
     except UsageError as exc:   # a check across settings
         raise UsageError(f"{path}: {exc} (edited by hand?); the run cannot be resumed") from None
 

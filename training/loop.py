@@ -83,7 +83,7 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, settings, device, 
     """One epoch, one minimizer.step per batch. Returns (loss, acc %, seconds, finite).
 
     settings: the run's settings (training/settings.py); read here: batch_size, seed, channels_last,
-    augment, warmup_epochs, and epochs (for the progress bar).
+    augment, warmup_epochs, label_smoothing, and epochs (for the progress bar).
 
     Loss sum and correct count accumulate on the device; they are read (one host sync)
     every LOG_EVERY batches and at the end, which is also where a non-finite loss is caught.
@@ -101,6 +101,7 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, settings, device, 
                desc=f"epoch {epoch}/{settings.epochs}")
     start = time.perf_counter()
     param_groups = minimizer.param_groups
+    label_smoothing = settings.label_smoothing   # the training loss only; evaluation is plain cross-entropy
     epoch_lrs = [group["lr"] for group in param_groups]   # the schedule's rates for this epoch
     batches = data.train_shards(dataset, settings.batch_size, settings.seed, epoch, settings.channels_last,
                                 parallel.rank, world_size, augment=settings.augment)
@@ -120,7 +121,7 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, settings, device, 
                 with autocast():
                     outputs = model_forward(inputs)
                 outputs = outputs.float()  # loss (and any objective) in fp32
-                loss = F.cross_entropy(outputs, targets)
+                loss = F.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
                 backward = loss if objective is None else objective(outputs, targets)
                 (backward if share == 1.0 else backward * share).backward()
             if not clean_outputs:  # the first call is the clean pass: it gives train accuracy

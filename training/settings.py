@@ -38,6 +38,11 @@ KEPT = "kept"               # may change on --resume; the saved value unless giv
 PER_CALL = "per call"       # may change on --resume; this call's flag or its default (device, trackers)
 
 
+class PackageMissing(UsageError):
+    """A setting needs an optional package that is not installed (--model vit_*: timm): the same one line on the
+    command line and on --resume, where it is not a hand-edited config.json."""
+
+
 class SettingError(ValueError):
     """A setting outside its declared type or range: .name is the setting, str() the reason."""
 
@@ -404,6 +409,9 @@ class CommonSettings:
             except ValueError as exc:
                 raise SettingError(item.name, str(exc)) from None
             object.__setattr__(self, item.name, value)
+        package = models.missing_package(self.model)
+        if package is not None:
+            raise PackageMissing(f"--model {self.model}: needs the {package} package (pip install {package})")
         if self.minimizer_hparams is None:
             object.__setattr__(self, "minimizer_hparams", dict(minimizers.hparams(self.minimizer)))
         object.__setattr__(self, "minimizer_hparams",
@@ -479,6 +487,15 @@ class CifarSettings(CommonSettings):
     eval_every: int = setting(1, EPOCHS, "evaluate on the test set every N epochs and after the last one (1: every "
                                          "epoch, as the authors); training is the same either way, only the test "
                                          "columns of the other epochs stay empty", resume=KEPT)
+    label_smoothing: float = setting(0.0, Real(0.0, 1.0, high_open=True),
+                                     "label smoothing of the training loss (cross-entropy's label_smoothing, e.g. "
+                                     "0.1 in ViT recipes); the test loss stays plain cross-entropy (0 = none, the "
+                                     "authors' recipe)")
+    pretrained: str = setting(None, Optional(Text()),
+                              "initial weights: a local state dict file (.pth/.pt or .safetensors, e.g. timm's) "
+                              "loaded before training; a classifier head of another shape is re-initialised for "
+                              "the dataset's classes. Never downloaded (docs/vit.md says how to get one); without "
+                              "it a model starts from random init")
 
     def validate(self):
         if self.schedule == "multistep" and self.gamma > 1:
@@ -537,6 +554,7 @@ class ContinualSettings(CommonSettings):
     minimizer: str = setting("SGD", Name(minimizers.canonical_name),
                              f"one of {', '.join(minimizers.available())} (case-insensitive)")
     warmup_epochs = 0.0   # the loop's warm-up: none in a continual run
+    label_smoothing = 0.0  # the loop's training loss: plain cross-entropy in a continual run
     SGD_MOMENTUM = 0.0    # the field's plain SGD
 
     def validate(self):
@@ -667,7 +685,7 @@ def _range_text(kind):
         powers = {2**63 - 1: "2^63-1", 2**31 - 1: "2^31-1"}
         return f"integer {kind.low}..{powers.get(kind.high, kind.high)}"
     if isinstance(kind, Real):
-        return f"number {'>' if kind.low_open else '>='} {kind.low:g}, <= {kind.high:g}"
+        return f"number {'>' if kind.low_open else '>='} {kind.low:g}, {'<' if kind.high_open else '<='} {kind.high:g}"
     if isinstance(kind, Choice):
         return " \\| ".join(map(str, kind.choices))
     if isinstance(kind, Boolean):
