@@ -302,3 +302,15 @@ def test_a_flag_of_the_other_base_optimizer_is_refused(argv, fragment):
     for settings_class in (CifarSettings, ContinualSettings):
         with pytest.raises(UsageError, match=fragment):
             parse(settings_class, ["--device", "cpu", *argv])
+
+
+def test_resume_reads_the_run_settings_before_judging_typed_flags(tmp_path, capsys):
+    """--betas alone would be refused on a new run (an AdamW flag without --optimizer adamw); on an AdamW run's
+    resume it is the run's own value, so it is accepted."""
+    out = str(tmp_path / "adamw")
+    flags = [*SMALL, "--optimizer", "adamw", "--lr", "0.001", "--minimizer", "SGD", "--out", out]
+    assert example_cifar.main(flags) == 0
+    code, output = call(capsys, example_cifar, "--out", out, "--resume", "--betas", "0.9", "0.999", "--epochs", "2")
+    assert code == 0, output.err
+    code, output = call(capsys, example_cifar, "--out", out, "--resume", "--betas", "0.8", "0.999", "--epochs", "3")
+    assert code == records.EXIT_USAGE and "--betas 0.8 0.999 differs" in output.err

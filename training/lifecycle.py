@@ -45,7 +45,6 @@ class OpenedRun:
     out: str
     saved_config: dict = None  # config.json of the run being resumed, else None
     ignored_flags: tuple = ()
-    typed: frozenset = frozenset()   # flag names typed on this command line
     finished_exit: int = None  # set when there is nothing to do (completed, or diverged earlier)
 
     @property
@@ -120,14 +119,18 @@ def open_run(settings_class, parser, argv, claim, take_claim=True):
     """Parse argv, find the run directory and its state, and return an OpenedRun (nothing written)."""
     typed, flags, resume = split_typed(settings_class, vars(parser.parse_args(argv)))
     device = resolve_device(typed.get("device", "auto"))
-    fresh, ignored = settings_from_flags(settings_class, typed, flags, device.type)
-    out = fresh.out or fresh.default_out()
+    out, fresh, ignored = typed.get("out"), None, ()
+    if out is None or not resume:
+        # The command line alone as a new run's settings: needed for a new run and for the default --out. A resume
+        # with --out reads the run's settings first (its typed flags may only make sense with them).
+        fresh, ignored = settings_from_flags(settings_class, typed, flags, device.type)
+        out = out or fresh.default_out()
     if take_claim:  # under torchrun rank 0 alone owns the directory
         try:
             claim.take(out)
         except (records.RunDirBusy, records.RecordError) as exc:
             raise UsageError(str(exc)) from None
-    opened = OpenedRun(fresh, out, ignored_flags=tuple(ignored), typed=frozenset(typed) | frozenset(flags))
+    opened = OpenedRun(fresh, out, ignored_flags=tuple(ignored))
     present = [name for name in records.RUN_FILES if os.path.exists(os.path.join(out, name))]
     if present and not resume:
         status = summary_status(out)
@@ -136,7 +139,9 @@ def open_run(settings_class, parser, argv, claim, take_claim=True):
     if not present:
         if resume:
             print(f"note: no run in {out}; starting it from scratch", file=sys.stderr)
-        opened.settings = dataclasses.replace(fresh, out=out)
+        if fresh is None:
+            fresh, ignored = settings_from_flags(settings_class, typed, flags, device.type)
+        opened.settings, opened.ignored_flags = dataclasses.replace(fresh, out=out), tuple(ignored)
         return opened
     config_path = os.path.join(out, records.CONFIG_FILE)
     if records.CONFIG_FILE not in present:

@@ -180,6 +180,9 @@ class Optional(Kind):
     def check(self, value):
         return None if value is None else self.kind.check(value)
 
+    def describe(self, value):
+        return str(value) if value is None else self.kind.describe(value)
+
 
 @dataclass(frozen=True)
 class ListOf(Kind):
