@@ -65,7 +65,10 @@ def setting_table(path, metric):
         metric = metric or "final_test_acc"
         if metric not in columns:
             raise UsageError(f"{path} has no column {metric!r}")
-        prefix = frame["dataset"].astype(str) + "_" + frame["model"].astype(str) + "_"
+        # a run's name starts with its dataset (a continual run's: its benchmark) and model
+        first = frame["benchmark"].where(frame["benchmark"].notna(), frame["dataset"]) if "benchmark" in columns \
+            else frame["dataset"]
+        prefix = first.astype(str) + "_" + frame["model"].astype(str) + "_"
         frame["setting"] = [name[len(p):].rsplit("_s", 1)[0] if name.startswith(p) else name.rsplit("_s", 1)[0]
                             for name, p in zip(frame["run_name"].astype(str), prefix)]
         frame["value"] = pd.to_numeric(frame[metric], errors="coerce")
