@@ -23,14 +23,6 @@ SMALL = ["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", 
          "--batch_size", "32", "--device", "cpu", "--seed", "0"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_problem(alpha, seed=0):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3))

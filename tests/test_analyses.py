@@ -24,14 +24,6 @@ SMALL = ["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", 
          "--device", "cpu", "--seed", "0", "--epochs", "1"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ------------------------------------------------------------------------------- closed forms
 def half_squared_error(outputs, targets):
     return 0.5 * ((outputs.squeeze(1) - targets) ** 2).mean()

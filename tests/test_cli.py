@@ -79,14 +79,6 @@ def straight_run(tmp_path_factory):
     return out, result
 
 
-@pytest.fixture(autouse=True)
-def single_thread_in_process():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_end_to_end_records(straight_run):
     out, result = straight_run
     assert sorted(os.listdir(out)) == ["checkpoint.pt", "config.json", "curves.png", "metrics.csv",

@@ -33,14 +33,6 @@ SCHEDULE = ["--epochs_per_task", "2", "--schedule", "cosine", "--task_lr_decay",
 TIMING_COLUMNS = {"epoch_seconds", "images_per_second"}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def read_csv(path):
     with open(path) as f:
         return list(csv.DictReader(f))

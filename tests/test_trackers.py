@@ -7,7 +7,6 @@ import os
 import pytest
 
 import example_cifar
-from test_cli import single_thread_in_process  # noqa: F401  (autouse fixture: one thread, as the CLI tests)
 from training import trackers
 
 SMALL = ["--dataset", "CIFAR10_sample", "--model", "resnet8", "--train_subset", "32", "--batch_size", "16",

@@ -30,14 +30,6 @@ RUN = ["--dataset", "CIFAR10_sample", "--device", "cpu", "--epochs", "1", "--tra
        "--batch_size", "4", "--optimizer", "adamw", "--lr", "1e-3", "--weight_decay", "0.05"]
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def small_vits(monkeypatch):
     """The registry's ViTs as depth-1, 24-wide models (same constructors, patch sizes and image sizes)."""
