@@ -5,6 +5,11 @@ parameters, usually SGD with momentum and weight decay).  ``step(closure)`` eval
 as many times as the algorithm needs (zeroing gradients before each call) and lets the base
 optimizer take its step(s).  Nothing in a step reads a tensor back to the host: norms, scales and
 interpolation weights stay on the device, so on a GPU a step never stalls the CPU.
+
+fp16 mixed precision: ``attach_scaler(torch.amp.GradScaler(...))`` (or ``create(..., scaler=...)``); the
+closure back-propagates ``scaler.scale(loss)``; each evaluation is unscaled on the device and a step with a
+non-finite gradient in any evaluation is undone as a whole (minimizers/amp.py, docs/fp16.md).  Such a
+step reads one flag back to the host, as ``GradScaler.step`` does.
 """
 import contextlib
 import copy
@@ -12,7 +17,8 @@ import copy
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .checks import check_choice
+from .amp import ScaledStep, Snapshot, copies
+from .checks import check_choice, check_scaler
 
 BN_POLICIES = ("every", "clean")
 
@@ -23,6 +29,7 @@ NORM_EPS = 1e-16
 # Keys of Minimizer.state_dict() beside the base optimizer's standard "state" and "param_groups".
 MINIMIZER_KEY = "minimizer"            # the minimizer's own buffers and counters
 IDENTITY_KEY = "minimizer_identity"    # its kind and parameter shapes, checked by load_state_dict
+SCALER_KEY = "grad_scaler"             # the attached GradScaler's state_dict (only when one is attached)
 
 # BatchNorm handling of one forward pass (see ``Minimizer._bn_mode``).
 BN_NORMAL = "normal"  # running statistics updated as usual
@@ -72,9 +79,13 @@ class Minimizer(torch.optim.Optimizer):
     params, param_names : the model's trainable parameters (``requires_grad``) and their names,
         in ``model.named_parameters()`` order.  Norms are taken over those that have a gradient.
     gradient_evaluations : closure calls per ``step`` (documentation and benchmarks).
+    scaler : the attached ``torch.amp.GradScaler`` (fp16 mixed precision) or None; see ``attach_scaler``.
     """
 
     gradient_evaluations = 1
+    scaler = None       # attach_scaler
+    _all_reduce = None  # attach_scaler(..., all_reduce=)
+    _amp = None         # the ScaledStep while a scaled step runs (set on every member: Lookahead's inner too)
 
     param_groups = _shared_with_base("param_groups")
     state = _shared_with_base("state")
@@ -134,8 +145,92 @@ class Minimizer(torch.optim.Optimizer):
             elif p.grad is not None:
                 p.grad.detach_().zero_()
 
-    def step(self, closure=None):  # pragma: no cover - abstract
+    def attach_scaler(self, scaler, all_reduce=None):
+        """Use ``scaler`` (a ``torch.amp.GradScaler``; None detaches) in every ``step``: the closure must then
+        back-propagate ``scaler.scale(loss)``.  Each gradient evaluation is unscaled on the device before it is
+        used; if any evaluation of a step has a non-finite gradient the whole step is undone (weights, model
+        buffers, base optimizer state, this minimizer's buffers and counters as before it) and the scale backs
+        off; ``step`` calls ``scaler.update()`` once per step (do not call ``scaler.step``/``update`` yourself).
+        The scaler's state is saved in ``state_dict()`` and restored by ``load_state_dict``.  A disabled scaler
+        (``GradScaler(enabled=False)``) leaves ``step`` as without one.
+
+        ``all_reduce``: for data-parallel runs whose gradients are not all averaged by the backward (DDP
+        no_sync passes): a callable that sums a tensor over the processes in place; it is applied to the
+        step's found_inf before it is read, so that every process skips the same steps.  Returns self."""
+        self.scaler = check_scaler(scaler, self.params)
+        self._all_reduce = all_reduce if self.scaler is not None else None
+        return self
+
+    def step(self, closure=None):
+        """One step of the algorithm: evaluates ``closure`` (zeroing gradients before each call) as many times as
+        it needs and lets the base optimizer step.  Returns the closure's value at the first evaluation."""
+        scaler = self.scaler
+        if scaler is None or not scaler.is_enabled() or self._amp is not None:
+            return self._step(closure)
+        return self._scaled_step(closure, scaler)
+
+    def _step(self, closure):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _scaled_step(self, closure, scaler):
+        """``_step`` under the scaler: snapshot, step (each evaluation unscaled, found_inf gathered on the
+        device), one host read of found_inf, restore if it is set, ``scaler.update()``."""
+        scaled = ScaledStep(scaler, self._all_reduce)
+        snapshot = Snapshot(self)
+        members = self._members()
+        for member in members:
+            member._amp = scaled
+        try:
+            loss = self._step(closure)
+        finally:
+            for member in members:
+                member._amp = None
+        if scaled.finish(self):
+            snapshot.restore()
+        scaler.update()
+        return loss
+
+    def _members(self):
+        """This minimizer and the minimizers it runs (Lookahead: its inner one): they share a scaled step."""
+        return [self]
+
+    def _kept_weights(self):
+        """Buffers that hold the weights from before the step once ``_step`` has returned (SAM's unperturbed
+        weights), so that a skipped scaled step needs no copy of its own; None: the snapshot copies them."""
+        return None
+
+    def _step_counters(self):
+        """Names of the attributes (Python values, or tensors that a step replaces rather than modifies) that a
+        step may change; a skipped scaled step puts them back."""
+        return ()
+
+    def _step_tensors(self):
+        """Tensors that this step may modify in place and that a later step reads (copied before a scaled
+        step, put back if it is skipped).  Called before the step: may depend on the counters."""
+        return []
+
+    @property
+    def _snapshot_buffers(self):
+        """The copies a scaled step takes (amp.Snapshot), kept between steps so they are allocated once."""
+        return self.__dict__.setdefault("_snapshot_cache", {})
+
+    def _step_state(self):
+        counters = {name: copy.copy(getattr(self, name)) for name in self._step_counters()}
+        tensors = self._step_tensors()
+        return counters, tensors, copies(tensors, self._snapshot_buffers, "own")
+
+    def _load_step_state(self, saved):
+        counters, tensors, saved_tensors = saved
+        for name, value in counters.items():
+            setattr(self, name, value)
+        if tensors:
+            torch._foreach_copy_(tensors, saved_tensors)
+
+    def _check_two_call_style(self):
+        """The two-call style (ascent_step/descent_step after the caller's own backward) cannot unscale."""
+        if self.scaler is not None and self.scaler.is_enabled() and self._amp is None:
+            raise RuntimeError(f"{type(self).__name__}: with a GradScaler attached, use step(closure) (the two-call "
+                               "style ascent_step/descent_step does not unscale the gradients)")
 
     @contextlib.contextmanager
     def evaluation_weights(self):
@@ -149,6 +244,8 @@ class Minimizer(torch.optim.Optimizer):
         state = super().state_dict()    # torch's packing of the shared state/param_groups
         state[MINIMIZER_KEY] = self._extra_state()
         state[IDENTITY_KEY] = self._identity()
+        if self.scaler is not None and self.scaler.is_enabled():
+            state[SCALER_KEY] = self.scaler.state_dict()      # one host read (the scale): checkpoint time only
         return state
 
     def load_state_dict(self, state_dict):
@@ -174,6 +271,8 @@ class Minimizer(torch.optim.Optimizer):
             self.base_optimizer.load_state_dict(saved[0])
             self._load_extra_state(saved[1])
             raise ValueError(f"cannot load this minimizer state_dict: {type(exc).__name__}: {exc}") from None
+        if SCALER_KEY in state_dict and self.scaler is not None and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state_dict[SCALER_KEY])
 
     def _identity(self):
         return {"kind": self._kind(), "param_shapes": [list(p.shape) for p in self.params]}
@@ -250,13 +349,19 @@ class Minimizer(torch.optim.Optimizer):
         torch._foreach_copy_(grads, descent)
 
     def _evaluate(self, closure, bn=BN_NORMAL, objective=None):
-        """One closure call: zero the gradients, run forward+backward under the given BatchNorm mode."""
+        """One closure call: zero the gradients, run forward+backward under the given BatchNorm mode.
+        In a scaled step the gradients are unscaled here, before anything reads them."""
         if closure is None:
             raise ValueError(f"{type(self).__name__}.step needs a closure that runs forward and backward "
-                             "(see minimizers.make_closure); it evaluates the gradient at several points")
+                             "(see minimizers.make_closure); it evaluates the gradient at several points. "
+                             "(Under Lightning's precision='16-mixed' use the plugin "
+                             "minimizers.lightning.MinimizerPrecision: docs/fp16.md)")
         self.zero_grad()
         with torch.enable_grad(), self._bn_mode(bn):
-            return closure() if objective is None else closure(objective)
+            loss = closure() if objective is None else closure(objective)
+        if self._amp is not None:
+            self._amp.unscale_([p.grad for p in self.params if p.grad is not None])
+        return loss
 
     def _perturbed_bn(self):
         """BatchNorm mode of a pass at a perturbed point, following the policy."""
@@ -291,17 +396,23 @@ class Minimizer(torch.optim.Optimizer):
                 torch._foreach_add_(counters, -1 if mode == BN_FROZEN else 1)
 
 
-def make_closure(model, criterion, inputs, targets):
+def make_closure(model, criterion, inputs, targets, scaler=None, autocast=None):
     """The standard closure for ``Minimizer.step``: forward, loss, backward; returns the detached loss.
 
     Minimizers whose ascent needs another objective than the training loss (BiSAM) call
     ``closure(objective)``; the closure then back-propagates ``objective(outputs, targets)`` but still
     returns the training loss, so logging is the same for every minimizer.
+
+    fp16: ``scaler`` (the GradScaler attached to the minimizer) makes it back-propagate
+    ``scaler.scale(...)``; ``autocast`` (a context manager factory, e.g.
+    ``lambda: torch.autocast("cuda", dtype=torch.float16)``) wraps the forward pass and the loss.
     """
     def closure(objective=None):
-        outputs = model(inputs)
-        loss = criterion(outputs, targets)
-        (loss if objective is None else objective(outputs, targets)).backward()
+        with (autocast() if autocast is not None else contextlib.nullcontext()):
+            outputs = model(inputs)
+            loss = criterion(outputs, targets)
+            backward = loss if objective is None else objective(outputs, targets)
+        (backward if scaler is None else scaler.scale(backward)).backward()
         return loss.detach()
     return closure
 

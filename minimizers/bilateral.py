@@ -62,7 +62,7 @@ class BilateralSAM(Minimizer):
             return 0.0
         return self.rho_min_schedule() if self.anneal else self.rho_min
 
-    def step(self, closure=None):
+    def _step(self, closure):
         # The gradient tensors of each pass are kept by reference (zero_grad only drops .grad).
         params = self.params
         loss = self._evaluate(closure)
@@ -95,6 +95,12 @@ class BilateralSAM(Minimizer):
         self.zero_grad()
         self.steps += 1
         return loss
+
+    def _kept_weights(self):      # official_code moves the saved weights to the min point
+        return None if self.official_code else self.unperturbed_weights
+
+    def _step_counters(self):
+        return ("steps",)
 
     def _extra_state(self):
         return {"steps": self.steps}

@@ -6,6 +6,8 @@ its canonical type (float for numbers, so that an int default like ``mu=1`` beha
 import inspect
 import math
 
+import torch
+
 
 def check_number(name, value, low=None, high=None, low_open=False, optional=False):
     """A finite real number in [low, high] ((low, high] with ``low_open``); None allowed if ``optional``."""
@@ -69,3 +71,16 @@ def check_objective_closure(closure, who):
             "(see minimizers.make_closure)") from None
     except ValueError:      # no signature available (builtins, some C callables): trust the caller
         pass
+
+
+def check_scaler(scaler, params):
+    """The scaler to attach (None: none), or ValueError."""
+    if scaler is None:
+        return None
+    if not isinstance(scaler, torch.amp.GradScaler):
+        raise ValueError(f"scaler must be a torch.amp.GradScaler (or None), got {type(scaler).__name__}")
+    half = [p for p in params if p.dtype == torch.float16]
+    if half and scaler.is_enabled():
+        raise ValueError("a GradScaler needs fp32 parameters (autocast runs the fp16 math); this model has "
+                         "float16 parameters")
+    return scaler

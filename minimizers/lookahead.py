@@ -27,7 +27,7 @@ class Lookahead(Minimizer):
     def gradient_evaluations(self):
         return self.inner.gradient_evaluations
 
-    def step(self, closure=None):
+    def _step(self, closure):
         if self.fast_steps == 0:
             # The model holds the slow weights right after a synchronisation; read them here so that
             # weights loaded into the model after construction are respected.
@@ -58,6 +58,19 @@ class Lookahead(Minimizer):
 
     def _kind(self):
         return f"Lookahead({self.inner._kind()})"
+
+    def _members(self):
+        return [self, *self.inner._members()]
+
+    def _kept_weights(self):
+        return self.inner._kept_weights()
+
+    def _step_counters(self):
+        return ("fast_steps",)
+
+    def _step_tensors(self):
+        # The slow weights change in place only at a synchronisation; when fast_steps is 0 the step rereads them.
+        return self.slow_weights if self.fast_steps != 0 and self.fast_steps + 1 == self.k else []
 
     def _extra_state(self):
         state = {"fast_steps": self.fast_steps, "inner": self.inner._extra_state()}

@@ -60,7 +60,7 @@ class Lookbehind(Minimizer):
         return self.k + 1 if (self.passes == "shared" and not self.minibatch_switching) else 2 * self.k
 
     # ---------------------------------------------------------------------------------------- step
-    def step(self, closure=None):
+    def _step(self, closure):
         if self.minibatch_switching:
             return self._inner_step_literal(closure)
         if self.inner_step != 0:
@@ -110,6 +110,7 @@ class Lookbehind(Minimizer):
     @torch.no_grad()
     def ascent_step(self):
         """After a backward at phi~_{i-1}: move the model to phi~_i; zero the gradients."""
+        self._check_two_call_style()
         if self.inner_step == 0:
             self._begin_outer_step()
         _, perturbed, eps = self._perturbation()
@@ -120,6 +121,7 @@ class Lookbehind(Minimizer):
     @torch.no_grad()
     def descent_step(self):
         """After a backward at phi~_i: fast-weight step; every k-th call, the slow-weight update."""
+        self._check_two_call_style()
         self._descent_hook(remember=False)
         self.inner_step += 1
         last = self.inner_step == self.k
@@ -187,6 +189,18 @@ class Lookbehind(Minimizer):
         return mean, low, high
 
     # ----------------------------------------------------------------------------- evaluation, state
+    def _kept_weights(self):
+        # phi, copied by _begin_outer_step at the start of an outer step and only read after it.
+        return self.slow_weights if self.inner_step == 0 else None
+
+    def _step_counters(self):
+        return ("inner_step", "last_alpha", "_alpha_stats", "_alpha_count")
+
+    def _step_tensors(self):
+        # Mid outer step (minibatch switching): theta_{i-1}, read by the next call.  At inner_step 0 the
+        # step rereads slow and fast weights from the model.
+        return self.fast_weights if self.inner_step != 0 else []
+
     @contextlib.contextmanager
     def evaluation_weights(self):
         if self.inner_step == 0:          # the model already holds the slow weights

@@ -30,7 +30,10 @@ class Multistep(Minimizer):
     def gradient_evaluations(self):
         return self.k + 1
 
-    def step(self, closure=None):
+    def _kept_weights(self):
+        return self.unperturbed_weights
+
+    def _step(self, closure):
         params = self.params
         rho = self.ascent.rho / self.k if self.split_rho else None
         with torch.no_grad():

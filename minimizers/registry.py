@@ -120,16 +120,18 @@ def describe(name):
     return _spec(name)
 
 
-def create(name, model, optimizer, **hparams):
+def create(name, model, optimizer, scaler=None, **hparams):
     """Build minimizer ``name`` around ``model`` and its base ``optimizer``.
 
-    Unknown hyperparameters and invalid values raise ``ValueError`` with a clear message."""
+    ``scaler``: a ``torch.amp.GradScaler`` for fp16 mixed precision (``Minimizer.attach_scaler``; the closure
+    then back-propagates ``scaler.scale(loss)``; docs/fp16.md).  Unknown hyperparameters and invalid values
+    raise ``ValueError`` with a clear message."""
     spec = _spec(name)
     defaults = spec.defaults
     unknown = sorted(set(hparams) - set(defaults))
     if unknown:
         raise ValueError(f"{spec.name} does not take {', '.join(unknown)} (accepts: {', '.join(defaults) or 'none'})")
-    return spec.build(model, optimizer, **hparams)
+    return spec.build(model, optimizer, **hparams).attach_scaler(scaler)
 
 
 def markdown_table():

@@ -54,7 +54,7 @@ class SGD(Minimizer):
 
     gradient_evaluations = 1
 
-    def step(self, closure=None):
+    def _step(self, closure):
         loss = self._evaluate(closure)
         self.optimizer.step()
         self.zero_grad()
@@ -84,7 +84,7 @@ class SAM(Minimizer):
         self._set_ascent(ascent if ascent is not None else SAMAscent())
         self.unperturbed_weights = [torch.empty_like(p) for p in self.params]
 
-    def step(self, closure=None):
+    def _step(self, closure):
         loss = self._ascent_pass(closure)
         self.ascent_step()
         self._evaluate(closure, bn=self._perturbed_bn())
@@ -107,10 +107,14 @@ class SAM(Minimizer):
     def _end_step(self, closure):
         """After the base step (SSAM counts steps; SSAM-F's Fisher pass at the new weights)."""
 
+    def _kept_weights(self):
+        return self.unperturbed_weights           # w, copied by ascent_step, still there after the step
+
     # ---------------------------------------------------------------------------- two-call style
     @torch.no_grad()
     def ascent_step(self):
         """Move the model to w + eps, computed from the gradients now in ``.grad``; zero them."""
+        self._check_two_call_style()
         index, params, grads = self._grads()
         eps = self._shape_perturbation(index, self.ascent.perturbation([self.param_names[i] for i in index],
                                                                        params, grads))
@@ -123,6 +127,7 @@ class SAM(Minimizer):
     @torch.no_grad()
     def descent_step(self):
         """Restore w and let the base optimizer step with the gradients now in ``.grad``."""
+        self._check_two_call_style()
         self._descent_hook()
         torch._foreach_copy_(self.params, self.unperturbed_weights)
         self.base_optimizer.step()

@@ -80,7 +80,7 @@ class SAMPa(Minimizer):
         self.grad_tilde = [torch.zeros_like(p) for p in self.params]    # grad f(x~_t; B_t), pending
         self.x_weights = [torch.empty_like(p) for p in self.params]
 
-    def step(self, closure=None):
+    def _step(self, closure):
         params = self.params
         with torch.no_grad():
             torch._foreach_copy_(self.x_weights, params)                 # x_{t-1}
@@ -149,6 +149,12 @@ class SAMPa(Minimizer):
                     live[k] = v
 
     # ------------------------------------------------------------------------------------- state
+    def _step_counters(self):
+        return ("started",)
+
+    def _step_tensors(self):          # both are read by the next step
+        return [*self.grad_y, *self.grad_tilde]
+
     def _extra_state(self):
         return {"started": self.started,
                 "grad_y": [t.clone() for t in self.grad_y],

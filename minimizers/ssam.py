@@ -115,6 +115,9 @@ class _SparseSAM(SAM):
         torch._foreach_mul_(eps, [self.masks[i] for i in index])
         return eps
 
+    def _step_counters(self):
+        return ("steps",)
+
     def _extra_state(self):
         return {"steps": self.steps, "mask": self.mask_flat.clone()}
 
@@ -140,6 +143,12 @@ class SSAMF(_SparseSAM):
     def fisher_pass_due(self):
         return self.collecting or self.steps % self.mask_update_interval == 0
 
+    def _step_counters(self):
+        return ("steps", "collecting", "fisher_count")
+
+    def _step_tensors(self):          # the Fisher sum and the mask change only on Fisher steps
+        return [self.fisher_flat, self.mask_flat] if self.fisher_pass_due() else []
+
     @property
     def gradient_evaluations(self):
         return 3 if self.fisher_pass_due() else 2
@@ -162,14 +171,19 @@ class SSAMF(_SparseSAM):
             self.collecting, self.fisher_count = True, 0
         params = self.params
         fisher = self.fisher
+        scaled = self._amp        # fp16: each per-sample gradient scaled and unscaled as the passes are
 
         def objective(outputs, targets):
             n = min(int(outputs.shape[0]), self.num_samples - self.fisher_count)
             for i in range(n):
                 sample_loss = torch.nn.functional.cross_entropy(outputs[i:i + 1], targets[i:i + 1])
+                if scaled is not None:
+                    sample_loss = sample_loss * scaled.scale
                 grads = torch.autograd.grad(sample_loss, params, retain_graph=True, allow_unused=True)
                 used = [j for j, g in enumerate(grads) if g is not None]
                 g = [grads[j] for j in used]
+                if scaled is not None:
+                    scaled.unscale_(g)
                 with torch.no_grad():
                     torch._foreach_addcmul_([fisher[j] for j in used], g, g)
             self.fisher_count += n
@@ -237,6 +251,22 @@ class SSAMD(_SparseSAM):
 
     def _end_step(self, closure):
         self.steps += 1
+
+    def _step_counters(self):
+        return ("steps", "n_active")
+
+    def _step_tensors(self):          # the mask changes only on mask-update steps
+        return [self.mask_flat] if self.update_counts(self.steps) is not None else []
+
+    def _step_state(self):
+        generator = self.generator.get_state() if self.update_counts(self.steps) is not None else None
+        return super()._step_state(), generator
+
+    def _load_step_state(self, saved):
+        own, generator = saved
+        super()._load_step_state(own)
+        if generator is not None:
+            self.generator.set_state(generator)
 
     def _after_perturbation(self, index, grads):
         counts = self.update_counts(self.steps)

@@ -318,3 +318,26 @@ def test_bad_uses_are_refused():
     with pytest.raises(RuntimeError, match="two-call"):
         minimizer.ascent_step()
     assert minimizer.attach_scaler(None).scaler is None
+
+
+def test_all_reduce_makes_every_process_skip_the_same_steps():
+    """attach_scaler(all_reduce=...) sums found_inf over the processes before it is read: here a stand-in for
+    another process that saw a non-finite gradient on the second step (its found_inf adds 1)."""
+    calls = []
+
+    def all_reduce(found):
+        calls.append(found.clone())
+        if len(calls) == 2:
+            found.add_(1.0)
+        return found
+    scaler = scaler_for(growth_interval=1000)
+    model, minimizer = setup("Lookbehind_SAM", dict(alpha=-1), scaler)
+    minimizer.attach_scaler(scaler, all_reduce=all_reduce)
+    batches = fp32_batches(3)
+    run(model, minimizer, batches[:1], scaler)
+    before = full_state(model, minimizer)
+    run(model, minimizer, batches[1:2], scaler)
+    assert_same(before, full_state(model, minimizer))
+    assert scaler.get_scale() == 2.0 ** 9 and [float(c) for c in calls] == [0.0, 0.0]
+    run(model, minimizer, batches[2:], scaler)
+    assert len(calls) == 3 and scaler.get_scale() == 2.0 ** 9
