@@ -27,7 +27,7 @@ import torch
 import data
 import models
 from training import distributed, lifecycle, records, trackers
-from training.cli import autocast_factory
+from training.cli import autocast_factory, grad_scaler
 from training.loop import alpha_columns, evaluate, lr_schedule, stop_signals, train_one_epoch
 from training.plots import plot_curves
 from training.records import UsageError
@@ -66,6 +66,7 @@ def run(argv, claim):
     settings, out, paths = opened.settings, opened.out, opened.paths
     distributed.check_batch_size(settings.batch_size, processes.world_size)
     device, parallel = distributed.start(settings.device, settings.ascent_gradient, settings.sync_bn)
+    scaler = grad_scaler(device, settings.precision)  # --precision fp16 (UsageError where unsupported), else None
     notes = sys.stderr  # one voice under torchrun: rank 0 prints, the others train quietly
     if not parallel.is_main:
         sys.stdout = notes = open(os.devnull, "w")
@@ -78,6 +79,9 @@ def run(argv, claim):
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     minimizer = lifecycle.build_minimizer(settings, model)
+    # fp16: the minimizer unscales every pass and skips a non-finite step; its state_dict (the checkpoint) holds
+    # the scaler's. Ranks whose ascent passes are local (no_sync) agree on skipping through one all_reduce.
+    minimizer.attach_scaler(scaler, all_reduce=parallel.all_reduce_sum if parallel.local_ascent else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(minimizer, lr_schedule(settings))  # the base optimizer's groups
     # The minimizer holds the plain model (its parameters); the compiled module only runs forwards.
     # In a data-parallel run the training closures call the DDP module around the same model (every

@@ -33,7 +33,7 @@ import torch
 import data
 import models
 from training import continual, lifecycle, records, trackers
-from training.cli import autocast_factory, resolve_device
+from training.cli import autocast_factory, grad_scaler, resolve_device
 from training.loop import evaluate, stop_signals, train_one_epoch
 from training.plots import plot_continual
 from training.records import UsageError
@@ -54,6 +54,7 @@ def run(argv, claim):
         return opened.finished_exit
     settings, out, paths = opened.settings, opened.out, opened.paths
     device = resolve_device(settings.device)
+    scaler = grad_scaler(device, settings.precision)  # --precision fp16 (UsageError where unsupported), else None
     task_classes = settings.task_classes()
 
     # ---- model and minimizer (before loading data, so that bad hyperparameters fail fast)
@@ -67,6 +68,7 @@ def run(argv, claim):
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     minimizer = lifecycle.build_minimizer(settings, model)
+    minimizer.attach_scaler(scaler)  # fp16: unscales every pass, skips a non-finite step; saved in its state_dict
     scheduler = torch.optim.lr_scheduler.LambdaLR(minimizer, continual.sequence_lr_factor(
         settings.epochs_per_task, settings.num_tasks, settings.schedule, settings.lr_reset, settings.task_lr_decay))
     model_forward = torch.compile(model) if settings.compile else model

@@ -7,6 +7,7 @@ script raises is records.UsageError (one line "error: ...", exit status records.
 import argparse
 import math
 import re
+import warnings
 
 import torch
 
@@ -75,8 +76,34 @@ def resolve_device(requested):
 
 
 def autocast_factory(device, precision):
-    """A no-argument callable giving the context for forward passes: bf16 autocast or nothing."""
+    """A no-argument callable giving the context for forward passes: bf16 or fp16 autocast, or nothing."""
     from contextlib import nullcontext
-    if precision == "bf16":
-        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return lambda: torch.autocast(device.type, dtype=dtype)
     return nullcontext
+
+
+def fp16_autocast_available(device_type):
+    """Whether torch.autocast runs float16 on this device type (torch warns and disables it where not)."""
+    if not torch.amp.autocast_mode.is_autocast_available(device_type):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            torch.autocast(device_type, dtype=torch.float16)
+        except (RuntimeError, UserWarning, AssertionError):
+            return False
+    return True
+
+
+def grad_scaler(device, precision):
+    """--precision fp16: a torch.amp.GradScaler on the device's type, which the minimizer takes
+    (minimizer.attach_scaler; docs/fp16.md); None for fp32 and bf16. UsageError on a device without
+    fp16 autocast."""
+    if precision != "fp16":
+        return None
+    if not fp16_autocast_available(device.type):
+        raise UsageError(f"--precision fp16: this torch has no fp16 autocast on the {device.type} device; "
+                         f"use --precision bf16 or fp32")
+    return torch.amp.GradScaler(device.type)

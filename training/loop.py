@@ -101,6 +101,7 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, settings, device, 
                desc=f"epoch {epoch}/{settings.epochs}")
     start = time.perf_counter()
     param_groups = minimizer.param_groups
+    scaler = minimizer.scaler      # --precision fp16 (attached by the entry point), else None
     label_smoothing = settings.label_smoothing   # the training loss only; evaluation is plain cross-entropy
     epoch_lrs = [group["lr"] for group in param_groups]   # the schedule's rates for this epoch
     batches = data.train_shards(dataset, settings.batch_size, settings.seed, epoch, settings.channels_last,
@@ -123,7 +124,9 @@ def train_one_epoch(epoch, model_forward, minimizer, dataset, settings, device, 
                 outputs = outputs.float()  # loss (and any objective) in fp32
                 loss = F.cross_entropy(outputs, targets, label_smoothing=label_smoothing)
                 backward = loss if objective is None else objective(outputs, targets)
-                (backward if share == 1.0 else backward * share).backward()
+                backward = backward if share == 1.0 else backward * share
+                # fp16: the scaler the minimizer holds; it unscales each pass and skips a non-finite step
+                (backward if scaler is None else scaler.scale(backward)).backward()
             if not clean_outputs:  # the first call is the clean pass: it gives train accuracy
                 clean_outputs.append(outputs.detach())
             return loss.detach()

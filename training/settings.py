@@ -204,7 +204,7 @@ class ListOf(Kind):
 SEED = Integer(0, MAX_SEED)
 EPOCHS = Integer(1, MAX_EPOCHS)
 IMAGES = Integer(2, MAX_IMAGES, why="BatchNorm needs two images per batch")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 BASE_OPTIMIZERS = ("sgd", "adamw")
 
@@ -387,7 +387,9 @@ class CommonSettings:
                                              "images (default, the authors' recipe); --no-augment trains on the "
                                              "images as stored", flag="switch", default_text="")
     device: str = setting("auto", Choice(DEVICES), "auto: cuda, else mps, else cpu", resume=PER_CALL)
-    precision: str = setting("fp32", Choice(PRECISIONS), "fp32, or bf16 autocast around the forward pass")
+    precision: str = setting("fp32", Choice(PRECISIONS), "fp32; bf16 autocast around the forward pass; or fp16 "
+                                                         "autocast with a GradScaler (a step with a non-finite "
+                                                         "gradient is skipped whole; docs/fp16.md)")
     channels_last: bool = setting(None, Optional(Boolean()),
                                   "model and inputs in channels_last memory format (default: on where it is "
                                   "faster: on the CPU (measured 1.2-1.3x for a forward+backward, "
