@@ -238,7 +238,7 @@ def channels_last_for(settings, device_type):
     """The memory format changes speed, not the model: default to the faster one (see the flag's help)."""
     if settings.channels_last is not None:
         return settings.channels_last
-    return device_type == "cpu" or (device_type == "cuda" and settings.precision == "bf16")
+    return device_type == "cpu" or (device_type == "cuda" and settings.precision in ("bf16", "fp16"))
 
 
 def describe_hparams(settings):

@@ -393,7 +393,7 @@ class CommonSettings:
     channels_last: bool = setting(None, Optional(Boolean()),
                                   "model and inputs in channels_last memory format (default: on where it is "
                                   "faster: on the CPU (measured 1.2-1.3x for a forward+backward, "
-                                  "results/benchmarks.md) and on CUDA with bf16)", flag="switch", default_text="")
+                                  "results/benchmarks.md) and on CUDA with bf16 or fp16)", flag="switch", default_text="")
     compile: bool = setting(False, Boolean(), "torch.compile the model", resume=KEPT, flag="store_true",
                             default_text="")
     tensorboard: bool = setting(False, Boolean(), "also log the per-epoch metrics, config and figure to "
