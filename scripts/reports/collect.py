@@ -56,7 +56,7 @@ STAT_FIELDS = ["final_test_acc", "best_test_acc", "wall_seconds"]
 # Continual runs' summaries add A, F, LA: collected (and averaged over seeds) when present.
 OPTIONAL_SUMMARY_FIELDS = list(CONTINUAL_METRICS) + ["tasks_completed"]
 # Settings listed first (in this order) in the CSVs; others follow alphabetically.
-LEADING = ["sweep", "dataset", "model", "minimizer", "rho", "k", "alpha", "epochs", "seed"]
+LEADING = ["sweep", "dataset", "model", "minimizer", *records.NAMED_HPARAMS, "epochs", "seed"]
 # grouped.csv's n_running counts these (not finished, or not yet); n_failed every other unfinished status
 NOT_FINISHED = (records.STATUS_RUNNING, records.STATUS_INCOMPLETE)
 # statuses listed one run a line after the summary
@@ -159,7 +159,7 @@ def collect_run(run_dir, sweep, tsv_cache):
     else:
         problems.append("no config.json")
     if summary is not None:  # the summary repeats the main settings; fill any the config lacks
-        for key in ("dataset", "model", "minimizer", "rho", "k", "alpha", "seed"):
+        for key in records.RUN_KEYS:
             if key not in row and scalar(summary.get(key)):
                 row[key] = summary.get(key)
         for key in SUMMARY_FIELDS + OPTIONAL_SUMMARY_FIELDS:
@@ -293,7 +293,7 @@ def collect(roots, sweep, out_dir, quiet=False):
             runs[field] = None
     runs = runs[order_columns(runs.columns, LEADING + ["status"] + SUMMARY_FIELDS,
                               last=["exit_code", "run_name", "run_dir", "problem"])]
-    runs = runs.sort_values([c for c in ["dataset", "model", "minimizer", "rho", "k", "alpha", "seed",
+    runs = runs.sort_values([c for c in [*records.RUN_KEYS,
                                          "run_name"] if c in runs.columns],
                             key=lambda s: s.map(lambda v: (0, v) if isinstance(v, (int, float)) and
                                                 not isinstance(v, bool) else (1, str(v))),

@@ -39,6 +39,7 @@ import pandas as pd  # noqa: E402
 
 from scripts.common import (Parser, apply_where, check_writable_dir, display_dataset, display_minimizer,  # noqa: E402
                             display_model, epochs_text, minimizer_order, read_whole_csv, run_main, write_atomic)
+from training import records
 from training.records import STATUS_COMPLETED, STATUS_DIVERGED, UsageError, one_line  # noqa: E402
 
 COLORS = {"SGD": "#7f7f7f", "SAM": "#1f77b4", "ASAM": "#17becf", "Multistep_SAM": "#2ca02c",
@@ -270,7 +271,7 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
     paths = []
     for (dataset, model), part in df.groupby(["dataset", "model"], sort=True):
         # One line per setting; the label names the settings that vary within a minimizer.
-        setting_cols = [c for c in ("minimizer", "rho", "k", "alpha", "minibatch_switching", "epochs", "config_lr")
+        setting_cols = [c for c in ("minimizer", *records.NAMED_HPARAMS, "minibatch_switching", "epochs", "config_lr")
                         if c in part.columns]
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2))
         styles = ["-", "--", ":", "-."]
@@ -280,7 +281,7 @@ def fig_curves(results, out_dir, formats=("png", "pdf"), where=None, minimizers=
         for values, g in groups:
             values = dict(zip(setting_cols, values))
             minimizer = values["minimizer"]
-            varying = [c for c in ("rho", "k", "alpha")
+            varying = [c for c in records.NAMED_HPARAMS
                        if c in part.columns and part[part["minimizer"] == minimizer][c].nunique() > 1]
             label = display_minimizer(minimizer) + "".join(
                 f", {'ρ' if c == 'rho' else 'α' if c == 'alpha' else c}="
