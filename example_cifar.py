@@ -41,22 +41,6 @@ def parser():
                                        "(config.json, metrics.csv, summary.json, checkpoint.pt, curves.png) to --out.")
 
 
-def load_initial_weights(settings, model, paths):
-    """--pretrained: load the file into the model (UsageError, before anything is written, if it does not fit);
-    not when the run resumes from its checkpoint (which holds the weights). Returns the header's note on
-    the initial weights: the file, or "random init (no --pretrained)" for a model meant to be fine-tuned."""
-    if settings.pretrained is None:
-        return " [random init (no --pretrained)]" if settings.model in models.PRETRAINED_SOURCES else ""
-    if os.path.exists(paths[records.CHECKPOINT_FILE]):
-        return f" [resumed; started from {settings.pretrained}]"
-    try:
-        fresh = models.load_pretrained(model, settings.pretrained)
-    except models.PretrainedError as exc:
-        raise UsageError(f"--pretrained {settings.pretrained}: {exc}") from None
-    head = f", head {', '.join(fresh)} re-initialised" if fresh else ""
-    return f" [pretrained {settings.pretrained}{head}]"
-
-
 def run(argv, claim):
     argv = list(sys.argv[1:] if argv is None else argv)
     processes = distributed.processes_from_environment()
@@ -74,7 +58,7 @@ def run(argv, claim):
     # ---- model and minimizer (before loading data, so that bad hyperparameters fail fast)
     torch.manual_seed(settings.seed)
     model = models.create_model(settings.model, data.DATASETS[settings.dataset]["num_classes"]).to(device)
-    initial_weights = load_initial_weights(settings, model, paths)
+    initial_weights = lifecycle.load_initial_weights(settings, model, paths)
     model = distributed.convert_sync_batchnorm(model, parallel, settings.sync_bn)
     if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -83,16 +67,7 @@ def run(argv, claim):
     # the scaler's. Ranks whose ascent passes are local (no_sync) agree on skipping through one all_reduce.
     minimizer.attach_scaler(scaler, all_reduce=parallel.all_reduce_sum if parallel.local_ascent else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(minimizer, lr_schedule(settings))  # the base optimizer's groups
-    # The minimizer holds the plain model (its parameters); the compiled module only runs forwards.
-    # In a data-parallel run the training closures call the DDP module around the same model (every
-    # backward averages the gradients over the processes) and evaluation calls the plain one.
-    model_forward = torch.compile(model) if settings.compile else model
-    train_forward = parallel.wrap(model)
-    if train_forward is not model:
-        train_forward = torch.compile(train_forward) if settings.compile else train_forward
-        parallel.average_gradients_before_step(minimizer.optimizer)  # --ascent_gradient local only
-    else:
-        train_forward = model_forward
+    model_forward, train_forward = distributed.forwards(parallel, model, minimizer.optimizer, settings.compile)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
 

@@ -209,14 +209,14 @@ def test_pretrained_run_starts_from_the_file_and_resumes_without_it(small_vits, 
     path = str(tmp_path / "pretrained.pth")
     torch.save(source.state_dict(), path)
     started = {}
-    original = example_cifar.load_initial_weights
+    original = lifecycle.load_initial_weights
 
     def spy(settings, model, paths):
         note = original(settings, model, paths)
         started.update({key: value.detach().clone() for key, value in model.state_dict().items()})
         return note
 
-    monkeypatch.setattr(example_cifar, "load_initial_weights", spy)
+    monkeypatch.setattr(lifecycle, "load_initial_weights", spy)
     out = str(tmp_path / "run")
     code, output = call_main(capsys, *RUN, "--model", "vit_tiny_patch4", "--minimizer", "Lookbehind_SAM", "--k", "2",
                              "--alpha", "-1", "--label_smoothing", "0.1", "--pretrained", path, "--out", out)

@@ -163,6 +163,19 @@ def close(synchronize=False):
 SINGLE_PROCESS = DataParallel()
 
 
+def forwards(parallel, model, optimizer, compile=False):
+    """(evaluation forward, training forward) of `model`. The minimizer holds the plain model (its parameters);
+    a compiled module only runs forwards. In a data-parallel run the training closures call the DDP module
+    around the same model (every backward averages the gradients over the processes; with a local ascent
+    gradient one all_reduce before each base step instead) and evaluation calls the plain one."""
+    model_forward = torch.compile(model) if compile else model
+    train_forward = parallel.wrap(model)
+    if train_forward is model:
+        return model_forward, model_forward
+    parallel.average_gradients_before_step(optimizer)  # --ascent_gradient local only
+    return model_forward, (torch.compile(train_forward) if compile else train_forward)
+
+
 def start(requested_device, ascent_gradient="global", sync_bn=False, environ=None):
     """Resolve this process's device and join torchrun's process group. Returns (device, DataParallel).
 

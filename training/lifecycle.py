@@ -21,6 +21,7 @@ import torch
 
 import data
 import minimizers
+import models
 from training import distributed, records, trackers
 from training.loop import StopRequested, report_stop, stop_signals
 from training.cli import resolve_device
@@ -259,6 +260,22 @@ def config_record(settings, opened, entry, argv, **records_of_run):
     if saved is not None:
         config["resume_commands"] = saved.get("resume_commands", []) + [[entry] + list(argv)]
     return config
+
+
+def load_initial_weights(settings, model, paths):
+    """--pretrained: load the file into the model (UsageError, before anything is written, if it does not fit);
+    not when the run resumes from its checkpoint (which holds the weights). Returns the header's note on
+    the initial weights: the file, or "random init (no --pretrained)" for a model meant to be fine-tuned."""
+    if settings.pretrained is None:
+        return " [random init (no --pretrained)]" if settings.model in models.PRETRAINED_SOURCES else ""
+    if os.path.exists(paths[records.CHECKPOINT_FILE]):
+        return f" [resumed; started from {settings.pretrained}]"
+    try:
+        fresh = models.load_pretrained(model, settings.pretrained)
+    except models.PretrainedError as exc:
+        raise UsageError(f"--pretrained {settings.pretrained}: {exc}") from None
+    head = f", head {', '.join(fresh)} re-initialised" if fresh else ""
+    return f" [pretrained {settings.pretrained}{head}]"
 
 
 # ------------------------------------------------------------------------------------ checkpoints
