@@ -3,6 +3,8 @@
     python -m scripts.tools.benchmark                       # CPU here: resnet20 + wrn28_2, batch 128, ~5 min
     python -m scripts.tools.benchmark --models resnet34 wrn28_2 resnet50 resnet20 --device cuda   # a GPU box
     python -m scripts.tools.benchmark --precision           # + fp32 / bf16 / channels_last (/ --compile) table
+    python -m scripts.tools.benchmark --precision fp16 --device cuda   # every step in fp16 autocast + a GradScaler
+    python -m scripts.tools.benchmark --vit --optimizer adamw --device cuda  # + vit_tiny_patch4, vit_small_patch4 (timm)
 
 For each model and minimizer it measures, interleaving all configurations round by round so that
 machine noise hits them alike, and reports medians:
@@ -15,6 +17,15 @@ machine noise hits them alike, and reports medians:
   * for Lookbehind, the ratio of the k+1 ("shared") step to the authors' 2k ("repeat") step.
 It also times the data path (augmenting and batching one CIFAR-sized epoch on the device) against
 an epoch of resnet20 training, and optionally bf16 autocast / channels_last / torch.compile.
+
+``--precision fp16`` (or bf16) runs every step of the table in that autocast; with fp16 each minimizer
+gets its own ``torch.amp.GradScaler`` attached (``minimizers.create(..., scaler=)``), the closure
+back-propagates ``scaler.scale(loss)`` and the forward+backward floor is timed the same way. The report
+then also says, per minimizer, whether its weights moved, whether weights and losses stayed finite, and
+the scaler's final scale. fp16 timing ratios are meaningful on a GPU only (``--device cuda``): CPU fp16
+autocast is emulated and slow, so on a CPU the fp16 mode checks correctness, not cost.
+``--vit`` adds the CIFAR ViTs (vit_tiny_patch4, vit_small_patch4) where timm is installed (skipped with a
+note where it is not); ``--optimizer adamw`` makes AdamW the base optimizer (the ViT recipe's).
 Writes a Markdown report (``--out``, default results/benchmarks.md) and a CSV beside it.
 """
 import argparse
@@ -131,14 +142,32 @@ def make_batch(batch_size, device, channels_last, seed=0):
     return x, y
 
 
-def make_closure(model, x, y, precision):
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+VIT_MODELS = ("vit_tiny_patch4", "vit_small_patch4")
+
+
+def make_closure(model, x, y, precision, scaler=None):
+    """One forward+backward; bf16/fp16 autocast around the forward pass; with a scaler the backward
+    pass back-propagates ``scaler.scale(...)`` (the minimizer the scaler is attached to unscales)."""
     def closure(objective=None):
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(x.device.type, dtype=AUTOCAST.get(precision, torch.bfloat16),
+                            enabled=precision in AUTOCAST):
             outputs = model(x)
         loss = F.cross_entropy(outputs.float(), y)
-        (loss if objective is None else objective(outputs.float(), y)).backward()
+        backward = loss if objective is None else objective(outputs.float(), y)
+        (backward if scaler is None else scaler.scale(backward)).backward()
         return loss.detach()
     return closure
+
+
+def make_scaler(precision, device):
+    return torch.amp.GradScaler(device.type) if precision == "fp16" else None
+
+
+def base_optimizer(name, model):
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
 
 
 def bench_model(model_name, args, device):
@@ -150,18 +179,20 @@ def bench_model(model_name, args, device):
     param_bytes = sum(p.numel() * p.element_size() for p in base.parameters())
 
     # One model copy per configuration, so each minimizer's state evolves on its own.
-    entries = [{"label": "forward+backward", "model": copy.deepcopy(base)}]
+    entries = [{"label": "forward+backward", "model": copy.deepcopy(base),
+                "scaler": make_scaler(args.precision, device)}]
     for label, name, hp in CONFIGS:
         model = copy.deepcopy(base)
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        entries.append({"label": label, "name": name, "model": model,
-                        "minimizer": minimizers.create(name, model, opt, **hp)})
+        opt = base_optimizer(args.optimizer, model)
+        scaler = make_scaler(args.precision, device)   # one per minimizer: each backs off on its own
+        entries.append({"label": label, "name": name, "model": model, "scaler": scaler, "losses": [],
+                        "minimizer": minimizers.create(name, model, opt, scaler=scaler, **hp)})
     for e in entries:
-        closure = make_closure(e["model"], x, y, args.precision)
+        closure = make_closure(e["model"], x, y, args.precision, e["scaler"])
         if "minimizer" in e:
             e["inside"] = []   # seconds spent inside the closure during each step, to attribute the rest
             closure = timed_closure(closure, device, e["inside"])
-            e["run"] = lambda m=e["minimizer"], c=closure: m.step(c)
+            e["run"] = lambda m=e["minimizer"], c=closure, losses=e["losses"]: losses.append(m.step(c))
         else:
             e["run"] = forward_backward(e["model"], closure)
 
@@ -194,12 +225,25 @@ def bench_model(model_name, args, device):
             "buffers_x_params": buffer_bytes(m) / param_bytes,
             "peak_mb": e["peak_mb"],
         })
+        if args.precision != "fp32":   # correctness of the reduced-precision steps (not in the default report)
+            rows[-1].update(correctness(e, base, args.precision))
     by_label = {r["minimizer"]: r for r in rows}
     ratios = {}
     for k in (2, 5):
         shared, repeat = by_label[f"Lookbehind_SAM k={k}"], by_label[f"Lookbehind_SAM k={k} (2k passes)"]
         ratios[k] = shared["step_ms"] / repeat["step_ms"]
     return rows, fb, ratios
+
+
+def correctness(entry, base, precision):
+    """Did the minimizer move the weights, are its weights and step losses finite, the scaler's scale."""
+    params = list(entry["model"].parameters())
+    moved = any(not torch.equal(p, q) for p, q in zip(params, base.parameters()))
+    finite = (all(bool(torch.isfinite(p).all()) for p in params)
+              and all(bool(torch.isfinite(loss).all()) for loss in entry["losses"] if loss is not None))
+    scaler = entry["scaler"]
+    return {"precision": precision, "stepped": moved, "finite": finite,
+            "scale": scaler.get_scale() if scaler is not None else None}
 
 
 def bench_data_path(args, device, fb_resnet20_128):
@@ -261,16 +305,35 @@ def parse_args(argv):
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--channels_last", action="store_true")
-    p.add_argument("--precision_table", "--precision", dest="precision_table", action="store_true",
+    p.add_argument("--precision", nargs="?", const="table", default="fp32", choices=["fp32", "bf16", "fp16", "table"],
+                   help="fp16/bf16: every step in that autocast (fp16: a GradScaler attached to each minimizer; "
+                        "timings meaningful on a GPU only); alone (no value): the same as --precision_table")
+    p.add_argument("--precision_table", action="store_true",
                    help="also time fp32 / bf16 autocast / channels_last (and --compile)")
+    p.add_argument("--vit", action="store_true",
+                   help=f"add {', '.join(VIT_MODELS)} to --models (needs timm; skipped with a note without it)")
+    p.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
+                   help="base optimizer of every minimizer (sgd: lr 0.01, momentum 0.9; adamw: lr 1e-3, wd 0.05)")
     p.add_argument("--compile", action="store_true", help="include torch.compile in the precision table")
     p.add_argument("--data_images", type=int, default=50000, help="images in the data-path epoch")
     p.add_argument("--out", default="results/benchmarks.md")
     args = p.parse_args(argv)
-    args.precision = "fp32"
+    if args.precision == "table":          # the bare --precision of earlier versions: the precision table
+        args.precision, args.precision_table = "fp32", True
+    args.notes = []
+    if args.vit:
+        missing = models.missing_package(VIT_MODELS[0])
+        if missing:
+            args.notes.append(f"- --vit: {', '.join(VIT_MODELS)} skipped: needs the {missing} package "
+                              f"(pip install {missing})")
+        else:
+            args.models += [name for name in VIT_MODELS if name not in args.models]
     for name in args.models:
         if name not in models.available_models():
             p.error(f"unknown model {name!r}; available: {', '.join(models.available_models())}")
+        missing = models.missing_package(name)
+        if missing:
+            p.error(f"--models {name}: needs the {missing} package (pip install {missing})")
     if args.batch_size < 2 or args.repeats < 1:
         p.error("--batch_size must be >= 2 and --repeats >= 1")
     return args
@@ -287,7 +350,7 @@ def main(argv=None):
     for model_name in args.models:
         rows, fb, ratios = bench_model(model_name, args, device)
         all_rows += rows
-        if model_name == "resnet20" and args.batch_size == 128:
+        if model_name == "resnet20" and args.batch_size == 128 and args.precision == "fp32":
             fb_r20 = fb
         summary.append(f"- {model_name}: one forward+backward {1000 * fb:.1f} ms; Lookbehind_SAM step, "
                        f"k+1 passes / 2k passes: k=2 **{ratios[2]:.3f}x**, k=5 **{ratios[5]:.3f}x**")
@@ -309,11 +372,27 @@ def main(argv=None):
             ("floor ms", "floor_ms", "{:.1f}"), ("overhead", "overhead_pct", "{:+.1f}%"),
             ("in-step overhead", "in_step_overhead_pct", "{:+.1f}%"),
             ("buffers (x params)", "buffers_x_params", "{:.1f}"), ("peak MB", "peak_mb", "{:.0f}")]
+    if args.precision != "fp32":
+        cols += [("stepped", "stepped", "{}"), ("finite", "finite", "{}")]
+        if args.precision == "fp16":
+            cols.append(("final scale", "scale", "{:g}"))
+        bad = [f"{r['model']} {r['minimizer']}" for r in all_rows if not (r["stepped"] and r["finite"])]
+        check = (f"- {args.precision} check: every minimizer stepped"
+                 f"{' with its own GradScaler attached' if args.precision == 'fp16' else ''} and its weights "
+                 f"and losses are finite" if not bad else
+                 f"- {args.precision} check FAILED (did not step, or non-finite): {'; '.join(bad)}")
+        print(check, flush=True)
+        args.notes.append(check)
+        if device.type != "cuda":
+            args.notes.append(f"- {args.precision} on {device.type}: the timing ratios above are not meaningful "
+                              f"(CPU {args.precision} autocast is emulated, not a fast path); they are "
+                              f"meaningful on a GPU only (`--device cuda`). Here the run checks correctness.")
     threads = torch.get_num_threads()
     report = ["# Benchmark\n",
               f"`python -m scripts.tools.benchmark {' '.join(sys.argv[1:] if argv is None else argv)}` on "
               f"{device.type} ({platform.processor() or platform.machine()}, {threads} threads), torch "
-              f"{torch.__version__}, batch {args.batch_size}, medians of {args.repeats} interleaved rounds, "
+              f"{torch.__version__}, batch {args.batch_size}, {args.precision}, base optimizer {args.optimizer}, "
+              f"medians of {args.repeats} interleaved rounds, "
               f"{time.time() - started:.0f} s.\n",
               "Overhead = step time / (gradient evaluations x one forward+backward) - 1, the forward+backward "
               "timed on its own model copy in the same rounds. In-step overhead = step time / time spent "
@@ -321,7 +400,7 @@ def main(argv=None):
               "differences between model copies. Buffers: the "
               "minimizer's persistent parameter-sized tensors, in units of the model's parameters "
               "(the base optimizer's momentum, 1.0 x params, comes on top for every row).\n",
-              markdown(all_rows, cols), "\n".join(summary), data_line, ""]
+              markdown(all_rows, cols), "\n".join(summary + args.notes), data_line, ""]
     if args.precision_table:
         prec = bench_precision(args, device)
         report += ["## Precision and memory format (one forward+backward)\n",
