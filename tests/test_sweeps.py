@@ -405,3 +405,24 @@ def test_set_given_twice_keeps_both_values(capsys):
                        "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and "rho_max=0.05" in out and "SAM_rho0.1_s0" in out
+
+
+def test_vit_grid_dry_run(capsys):
+    """The vit grid: 2 datasets x 2 ViTs x (AdamW, SAM, Lookbehind-SAM) x 3 seeds, every command with the
+    AdamW recipe, and every command accepted by example_cifar.py's settings (the dry run checks them)."""
+    import models
+    if models.missing_package("vit_tiny_patch4"):
+        pytest.skip("timm is not installed")
+    code, out = run_sweep(capsys, "vit", "--dry-run", "--runs-root", "/nonexistent")
+    assert code == 0, out.err
+    lines = out.out.splitlines()
+    assert len(lines) == 2 * 2 * 3 * 3 and all(line.startswith("RUN ") for line in lines)
+    line = next(line for line in lines if " CIFAR100_vit_small_patch4_Lookbehind_SAM_rho0.05_k2_alpha-1_s2 " in line)
+    assert ("--dataset CIFAR100 --model vit_small_patch4 --minimizer Lookbehind_SAM --seed 2 --epochs 200 --rho 0.05 "
+            "--k 2 --alpha -1 --optimizer adamw --lr 1e-3 --weight_decay 0.05 --schedule cosine --warmup_epochs 5 "
+            "--label_smoothing 0.1 ") in line
+    plain = next(line for line in lines if "--minimizer SGD" in line)
+    assert "--rho" not in plain and "--optimizer adamw" in plain
+    code, out = run_sweep(capsys, "vit", "--dry-run", "--datasets", "CIFAR10", "--models", "vit_tiny_patch4",
+                          "--seeds", "0", "--epochs", "50", "--rho-sam", "0.1", "--runs-root", "/nonexistent")
+    assert code == 0 and len(out.out.splitlines()) == 3 and "--epochs 50 --rho 0.1" in out.out

@@ -259,3 +259,26 @@ register(Grid(
      Option("set", [], "MINIMIZER:KEY=VALUE: a hyperparameter for that minimizer's runs (repeatable)",
             type=hparam_setting, nargs="+", repeatable=True),
      ) + STEP_OPTIONS, continual))
+
+
+# ------------------------------------------------------------------------- vision transformers
+
+# Our reading of the ViT protocol (docs/vit.md): AdamW, cosine with linear warm-up, label smoothing.
+VIT_RECIPE = ("--optimizer", "adamw", "--lr", "1e-3", "--weight_decay", "0.05", "--schedule", "cosine",
+              "--warmup_epochs", "5", "--label_smoothing", "0.1")
+
+
+def vit(opts):
+    """dataset x ViT x minimizer x seed from scratch on CIFAR, every run with the AdamW recipe
+    (VIT_RECIPE); "SGD" is the plain base-optimizer step, i.e. plain AdamW."""
+    return [Run(run.name, run.args + VIT_RECIPE)
+            for run in generalization(opts)]
+
+
+register(Grid(
+    "vit", "dataset x ViT x minimizer x seed from scratch with AdamW (docs/vit.md); needs timm",
+    COMMON_OPTIONS + STEP_OPTIONS + (
+        Option("models", ["vit_tiny_patch4", "vit_small_patch4"], "models", nargs="+"),
+        Option("minimizers", ["SGD", "SAM", "Lookbehind_SAM"],
+               "minimizers (SGD: the plain AdamW step)", nargs="+"),
+    ), vit))
