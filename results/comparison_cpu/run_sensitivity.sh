@@ -5,11 +5,11 @@
 #
 #   bash results/comparison_cpu/run_sensitivity.sh DATA_DIR RUNS_DIR kalpha|rho
 #
-# Cost, from the positive control's SGD run of this setting (about 3.2 core-minutes without evaluation):
-# kalpha about 76 SGD-run units = 4 core-hours (2 hours on 2 cores); rho about 40 units (1.1 hours on 2 cores).
+# Cost, from the positive control's SGD run of this setting (about 6.3 core-minutes without evaluation on an idle
+# core): kalpha about 76 SGD-run units = 8 core-hours (4 hours on 2 cores); rho about 40 units (2 hours on 2 cores).
 set -eu
 data_dir="$1"; runs_dir="$2"; study="$3"
-MODEL=resnet20; IMAGES=2500; EPOCHS=40; RHO_SAM=0.05   # SETTING: r20_2500_noaug_e40 (results/positive_control)
+MODEL=resnet20; IMAGES=5000; EPOCHS=40; RHO_SAM=0.05   # SETTING: r20_5k_noaug_e40 (results/positive_control)
 export OMP_NUM_THREADS=1
 common=(--runs-root "$runs_dir" --results-root results --data-dir "$data_dir" --executor local --workers 2
         --device cpu --pairs "CIFAR10:$MODEL" --epochs "$EPOCHS" --seeds 0 1)

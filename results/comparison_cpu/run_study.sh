@@ -3,7 +3,8 @@
 # (k = 2), Lookahead-SAM (k = 5, alpha 0.5), Lookbehind-SAM and Lookbehind-ASAM (k = 2, adaptive alpha) and
 # Lookbehind-SAM with alpha = 0.5, at the same 5 seeds (one seed = one initialisation and data order for every
 # minimizer), through the sweep (resumable: rerun the same command; seed-major, so an interrupted study has
-# whole seeds). The setting is results/positive_control's pick (SETTING below); one rho per family, as the paper.
+# whole seeds). The setting is results/positive_control's pick (SETTING below; none has passed yet: this is the
+# closest); one rho per family, as the paper. Cost: about 95 SGD-run units x 6.3 core-minutes = 10 core-hours.
 #
 #   bash results/comparison_cpu/run_study.sh DATA_DIR RUNS_DIR
 #
@@ -11,7 +12,7 @@
 # passes of the other epochs are the cost they would add.
 set -eu
 data_dir="$1"; runs_dir="$2"
-MODEL=resnet20; IMAGES=2500; EPOCHS=40; RHO_SAM=0.05; RHO_ASAM=0.5       # SETTING: r20_2500_noaug_e40
+MODEL=resnet20; IMAGES=5000; EPOCHS=40; RHO_SAM=0.05; RHO_ASAM=0.5  # SETTING: r20_5k_noaug_e40, the closest (no pass yet)
 export OMP_NUM_THREADS=1
 common=(--name comparison_cpu --runs-root "$runs_dir" --results-root results --data-dir "$data_dir"
         --executor local --workers 2 --device cpu --pairs "CIFAR10:$MODEL" --epochs "$EPOCHS"
