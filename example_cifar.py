@@ -57,7 +57,8 @@ def run(argv, claim):
 
     # ---- model and minimizer (before loading data, so that bad hyperparameters fail fast)
     torch.manual_seed(settings.seed)
-    model = models.create_model(settings.model, data.DATASETS[settings.dataset]["num_classes"]).to(device)
+    num_classes = data.num_classes(settings.dataset, settings.data_dir)  # ImageNet: the class folders of train/
+    model = models.create_model(settings.model, num_classes).to(device)
     initial_weights = lifecycle.load_initial_weights(settings, model, paths)
     model = distributed.convert_sync_batchnorm(model, parallel, settings.sync_bn)
     if settings.channels_last:
@@ -81,7 +82,7 @@ def run(argv, claim):
 
     # ---- data (errors here leave no run directory behind)
     dataset = data.load_dataset(settings.dataset, settings.data_dir, device, settings.train_subset,
-                                download=settings.download)
+                                download=settings.download, workers=settings.workers)
     if dataset.train_labels.shape[0] < parallel.world_size:
         raise UsageError(f"{dataset.train_labels.shape[0]} training images cannot be shared by "
                          f"{parallel.world_size} processes")
@@ -93,7 +94,8 @@ def run(argv, claim):
 
     parallel.barrier()  # only rank 0 writes records, once every process has read the run directory as it was
     writes = parallel.is_main
-    config = lifecycle.config_record(settings, opened, ENTRY, argv, world_size=parallel.world_size)
+    config = lifecycle.config_record(settings, opened, ENTRY, argv, world_size=parallel.world_size,
+                                     num_classes=num_classes)
     if writes:
         records.atomic_write_json(paths[records.CONFIG_FILE], config)
     tracking = trackers.Trackers(out, config, settings.tensorboard and writes, settings.wandb and writes)

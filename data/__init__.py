@@ -22,6 +22,10 @@ API:
     augment_batch(images_uint8, offsets, flips)  # the crop + flip alone (uint8 in, uint8 out)
     normalize(images_uint8, mean, std)            # uint8 -> float32
 Errors the user can fix (missing or corrupt files, no network) raise DataError.
+
+ImageNet (and any folder in its layout) is the exception to "a whole split on the device": it is a
+FolderDataset (data/folder.py), read by DataLoader workers from a file list; train_shards, test_batches
+and num_train_batches take either kind and give the same batches per (seed, epoch).
 """
 import os
 import pickle
@@ -32,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from . import folder
 
 SAMPLE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cifar10_sample")
 SAMPLE_FILE = os.path.join(SAMPLE_DIR, "cifar10_sample.npz")
@@ -58,6 +64,8 @@ DATASETS = {
                      url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
                      archive="cifar-100-python.tar.gz", md5="eb9058c3a382ffc7106e4002c42a8d85"),
     "CIFAR10_sample": dict(num_classes=10, mean=CIFAR10_MEAN, std=CIFAR10_STD),
+    # The standard folder layout (data/folder.py); the classes are the folders of train/ (1000 for ImageNet-1k).
+    "ImageNet": dict(num_classes=None, mean=folder.IMAGENET_MEAN, std=folder.IMAGENET_STD, image_folder=True),
 }
 DOWNLOAD_TIMEOUT_SECONDS = 20  # per socket operation; an offline machine fails fast
 
@@ -76,6 +84,45 @@ class Dataset:
     num_classes: int
     mean: torch.Tensor          # float32, 3 x 1 x 1, on the device (values in [0, 1] units)
     std: torch.Tensor
+
+
+@dataclass
+class FolderDataset:
+    """A dataset in the ImageNet folder layout: file lists read by DataLoader workers (data/folder.py)."""
+    name: str
+    train_files: list
+    train_labels: torch.Tensor  # int64, N, on the training device
+    test_files: list
+    test_labels: torch.Tensor
+    num_classes: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    workers: int                # DataLoader worker processes (0: read in the training process)
+    train_label_list: list      # the labels as Python ints, what the workers hand out with the images
+    test_label_list: list
+
+
+def is_image_folder(name):
+    return bool(DATASETS[canonical_dataset_name(name)].get("image_folder"))
+
+
+def num_classes(name, data_dir):
+    """The number of classes of dataset `name` (a folder dataset: its class folders in data_dir/train/, a
+    DataError if the layout is not there), known before the images are read: what sizes the classifier."""
+    name = canonical_dataset_name(name)
+    if not is_image_folder(name):
+        return DATASETS[name]["num_classes"]
+    try:
+        return len(folder.class_names(os.path.abspath(data_dir)))
+    except folder.FolderError as exc:
+        raise DataError(f"{name} not found: {exc}") from None
+
+
+def default_workers():
+    """DataLoader workers of a folder dataset when --workers is not given: every core this process may use,
+    at most 16 (a DataLoader's usual ceiling per GPU), one left for the training process."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(16, cores - 1))
 
 
 def available_datasets():
@@ -170,15 +217,19 @@ def _load_sample_numpy():
     return tuple(out)
 
 
-def load_dataset(name, data_dir="./data", device="cpu", train_subset=None, download=True):
+def load_dataset(name, data_dir="./data", device="cpu", train_subset=None, download=True, workers=None):
     """Load a dataset onto `device` as uint8 images + int64 labels (see Dataset).
 
-    name: CIFAR10, CIFAR100 (read from data_dir, downloaded when missing and download=True) or
-    CIFAR10_sample (the small real-image sample shipped in data/cifar10_sample, no download).
-    train_subset: keep only the first N training images (quick runs); the test set is kept whole.
+    name: CIFAR10, CIFAR100 (read from data_dir, downloaded when missing and download=True),
+    CIFAR10_sample (the small real-image sample shipped in data/cifar10_sample, no download), or ImageNet
+    (data_dir/train and data_dir/val, never downloaded: a FolderDataset, read by `workers` processes).
+    train_subset: keep only the first N training images (quick runs; a folder dataset: N drawn once with a
+    fixed seed); the test set is kept whole.
     """
     name = canonical_dataset_name(name)
     spec = DATASETS[name]
+    if spec.get("image_folder"):
+        return _load_folder(name, data_dir, device, train_subset, default_workers() if workers is None else workers)
     if name == "CIFAR10_sample":
         train_x, train_y, test_x, test_y = _load_sample_numpy()
     else:
@@ -198,6 +249,49 @@ def load_dataset(name, data_dir="./data", device="cpu", train_subset=None, downl
                    num_classes=spec["num_classes"],
                    mean=torch.tensor(spec["mean"], device=device).view(3, 1, 1),
                    std=torch.tensor(spec["std"], device=device).view(3, 1, 1))
+
+
+def _load_folder(name, data_dir, device, train_subset, workers):
+    root = os.path.abspath(data_dir)
+    try:
+        classes = folder.class_names(root)
+        train_files, train_labels = folder.scan_split(root, folder.TRAIN_SPLIT, classes)
+        test_files, test_labels = folder.scan_split(root, folder.EVAL_SPLIT, classes)
+        if train_subset is not None:
+            train_files, train_labels = folder.subset(train_files, train_labels, train_subset)
+    except folder.FolderError as exc:
+        raise DataError(f"{name}: {exc}") from None
+    device = torch.device(device)
+    spec = DATASETS[name]
+    return FolderDataset(name=name, train_files=train_files,
+                         train_labels=torch.tensor(train_labels, dtype=torch.int64, device=device),
+                         test_files=test_files, test_labels=torch.tensor(test_labels, dtype=torch.int64, device=device),
+                         num_classes=len(classes), workers=workers,
+                         train_label_list=train_labels, test_label_list=test_labels,
+                         mean=torch.tensor(spec["mean"], device=device).view(3, 1, 1),
+                         std=torch.tensor(spec["std"], device=device).view(3, 1, 1))
+
+
+def _folder_inputs(dataset, files, labels, index_batches, augment, seed, epoch, channels_last):
+    """A folder dataset's batches of `index_batches` as (normalised inputs, labels) on the training device
+    (pinned host memory and an asynchronous copy on CUDA: no host sync)."""
+    device = dataset.train_labels.device
+    try:
+        for images, targets in folder.batches(files, labels, index_batches, augment, seed, epoch, dataset.workers,
+                                              pin_memory=device.type == "cuda"):
+            inputs = normalize(images.to(device, non_blocking=True), dataset.mean, dataset.std)
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            yield inputs, targets.to(device, non_blocking=True)
+    except folder.FolderError as exc:
+        raise DataError(f"{dataset.name}: {exc}") from None
+
+
+def folder_train_images(dataset, index_batches, channels_last=False):
+    """(normalised inputs, labels) of the training images at `index_batches` of a folder dataset, with the
+    evaluation transform (no augmentation): what an analysis of the training set reads (e.g. sharpness)."""
+    yield from _folder_inputs(dataset, dataset.train_files, dataset.train_label_list, index_batches, False, 0, 0,
+                              channels_last)
 
 
 # ----------------------------------------------------------------------------- augmentation
@@ -265,6 +359,9 @@ def train_shards(dataset, batch_size, seed, epoch, channels_last=False, rank=0, 
     contiguous shards of the epoch's permutation and this yields rank's shard, so the ranks together
     see exactly the batches of a single process. Only that shard is augmented.
     """
+    if isinstance(dataset, FolderDataset):
+        yield from _folder_train_shards(dataset, batch_size, seed, epoch, channels_last, rank, world_size, augment)
+        return
     device = dataset.train_images.device
     count = dataset.train_images.shape[0]
     permutation, offsets, flips = (t.to(device, non_blocking=True)
@@ -282,6 +379,35 @@ def train_shards(dataset, batch_size, seed, epoch, channels_last=False, rank=0, 
         yield inputs, dataset.train_labels[index], batch_images
 
 
+def epoch_permutation(num_images, seed, epoch):
+    """The data order of one epoch of a folder dataset: a function of (seed, epoch) only (the crops and flips
+    are drawn per image, data/folder.py)."""
+    generator_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return torch.randperm(num_images, generator=torch.Generator().manual_seed(generator_seed))
+
+
+def shard_index_batches(permutation, batch_size, rank, world_size):
+    """(rank's indices of each global batch, images in that global batch): the epoch's global batches cut
+    into contiguous shards, as train_shards does for CIFAR (a DistributedSampler that keeps the batches of
+    one process, so torchrun changes nothing but the speed)."""
+    count = permutation.shape[0]
+    out = []
+    for start in _kept_batches(count, batch_size, world_size):
+        batch_images = min(batch_size, count - start)
+        begin, end = shard_bounds(batch_images, rank, world_size)
+        out.append((permutation[start + begin:start + end].tolist(), batch_images))
+    return out
+
+
+def _folder_train_shards(dataset, batch_size, seed, epoch, channels_last, rank, world_size, augment):
+    count = dataset.train_labels.shape[0]
+    shards = shard_index_batches(epoch_permutation(count, seed, epoch), batch_size, rank, world_size)
+    loaded = _folder_inputs(dataset, dataset.train_files, dataset.train_label_list, [s for s, _ in shards],
+                            augment, seed, epoch, channels_last)
+    for (inputs, targets), (_, batch_images) in zip(loaded, shards):
+        yield inputs, targets, batch_images
+
+
 def train_batches(dataset, batch_size, seed, epoch, channels_last=False, augment=True):
     """Yield (normalised augmented inputs, labels) for one shuffled training epoch (one process).
 
@@ -295,6 +421,12 @@ def train_batches(dataset, batch_size, seed, epoch, channels_last=False, augment
 def test_batches(dataset, batch_size, channels_last=False, rank=0, world_size=1):
     """Yield (normalised inputs, labels) over the test set in order, no augmentation; with
     world_size > 1, over rank's contiguous share of the test set only."""
+    if isinstance(dataset, FolderDataset):
+        begin, end = shard_bounds(dataset.test_labels.shape[0], rank, world_size)
+        index_batches = [list(range(start, min(start + batch_size, end))) for start in range(begin, end, batch_size)]
+        yield from _folder_inputs(dataset, dataset.test_files, dataset.test_label_list, index_batches, False, 0, 0,
+                                  channels_last)
+        return
     begin, end = shard_bounds(dataset.test_images.shape[0], rank, world_size)
     for start in range(begin, end, batch_size):
         stop = min(start + batch_size, end)
@@ -305,4 +437,4 @@ def test_batches(dataset, batch_size, channels_last=False, rank=0, world_size=1)
 
 
 def num_train_batches(dataset, batch_size, world_size=1):
-    return len(_kept_batches(dataset.train_images.shape[0], batch_size, world_size))
+    return len(_kept_batches(dataset.train_labels.shape[0], batch_size, world_size))

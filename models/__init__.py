@@ -1,7 +1,8 @@
 """Model registry: create_model(name, num_classes) and available_models(); load_pretrained(model, path).
 
 A dictionary of constructors, so a model name from the command line is looked up, never
-evaluated. All models take 3 x 32 x 32 inputs and return logits. The vision transformers
+evaluated. Every model returns logits; INPUT_SIZES names the models built for one image size (the CIFAR
+ViTs: 32 px); the others accept any size (vit_small_patch16_224 resizes its input to 224 px). The vision transformers
 (models/vit.py) need timm, an optional package: REQUIRES names it and missing_package(name)
 says whether it is installed, without importing it.
 """
@@ -16,6 +17,11 @@ from .cifar_resnet import CifarResNet
 from .resnet import reduced_resnet18, resnet18, resnet34, resnet50
 from .vit import MissingPackage  # noqa: F401  (create_model raises it for a model whose package is missing)
 from .wide_resnet import WideResNet
+
+def _torchvision_resnet(name, num_classes=1000):
+    import torchvision
+    return getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+
 
 MODELS = {
     # The authors' CIFAR ResNets (pytorch-cifar style, 3x3 stem, no max-pool).
@@ -37,7 +43,12 @@ MODELS = {
     "vit_small_patch4": partial(vit.cifar_vit, "vit_small_patch4"),
     # timm's ViT-S/16 at 224 px for fine-tuning (--pretrained): its first layer resizes the images.
     "vit_small_patch16_224": vit.vit_small_patch16_224,
+    # torchvision's ImageNet ResNets (7x7 stride-2 stem + max-pool, for 224 px inputs), randomly initialised.
+    "imagenet_resnet18": partial(_torchvision_resnet, "resnet18"),
+    "imagenet_resnet50": partial(_torchvision_resnet, "resnet50"),
 }
+# The image size a model is built for (None: any). CIFAR ResNets run on 224 px too, at 49x the cost.
+INPUT_SIZES = {"vit_tiny_patch4": 32, "vit_small_patch4": 32}
 
 # Models that need an optional package (imported by their constructor only).
 REQUIRES = {name: vit.PACKAGE for name in ("vit_tiny_patch4", "vit_small_patch4", "vit_small_patch16_224")}
@@ -58,6 +69,11 @@ def create_model(name, num_classes=10, **options):
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(MODELS)}")
     return MODELS[key](num_classes=num_classes, **options)
+
+
+def input_size(name):
+    """The image size model `name` is built for (32), or None when it takes any size."""
+    return INPUT_SIZES.get(str(name).lower().replace("-", "_"))
 
 
 def missing_package(name):

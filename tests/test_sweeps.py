@@ -426,3 +426,36 @@ def test_vit_grid_dry_run(capsys):
     code, out = run_sweep(capsys, "vit", "--dry-run", "--datasets", "CIFAR10", "--models", "vit_tiny_patch4",
                           "--seeds", "0", "--epochs", "50", "--rho-sam", "0.1", "--runs-root", "/nonexistent")
     assert code == 0 and len(out.out.splitlines()) == 3 and "--epochs 50 --rho 0.1" in out.out
+
+
+def test_imagenet_grid_dry_run(capsys):
+    """The imagenet grid: ResNet-50 x (SGD, SAM, Lookbehind-SAM) x 1 seed from scratch with the standard recipe,
+    every command accepted by example_cifar.py's settings (the dry run checks them)."""
+    code, out = run_sweep(capsys, "imagenet", "--dry-run", "--runs-root", "/nonexistent", "--data-dir", "/imagenet")
+    assert code == 0, out.err
+    lines = out.out.splitlines()
+    assert len(lines) == 3 and all(line.startswith("RUN ") for line in lines)
+    line = next(line for line in lines if " ImageNet_imagenet_resnet50_Lookbehind_SAM_rho0.05_k2_alpha-1_s0 " in line)
+    assert ("--dataset ImageNet --model imagenet_resnet50 --minimizer Lookbehind_SAM --seed 0 --epochs 90 --rho 0.05 "
+            "--k 2 --alpha -1 --batch_size 256 --lr 0.1 --weight_decay 1e-4 --schedule multistep --milestones 30 60 "
+            "--data_dir /imagenet ") in line
+    code, out = run_sweep(capsys, "imagenet", "--dry-run", "--runs-root", "/nonexistent", "--models",
+                          "imagenet_resnet18", "--seeds", "0", "1", "--minimizers", "SAM", "--epochs", "2")
+    assert code == 0 and len(out.out.splitlines()) == 2 and "--model imagenet_resnet18" in out.out
+    code, out = run_sweep(capsys, "imagenet", "--dry-run", "--runs-root", "/nonexistent", "--models", "vit_tiny_patch4")
+    assert code == 2 and ("takes 32 x 32 images" in out.err or "timm" in out.err)
+
+
+def test_finetune_grid_needs_the_weights_and_passes_them(capsys, tmp_path):
+    import models
+    if models.missing_package("vit_small_patch16_224"):
+        pytest.skip("timm is not installed")
+    code, out = run_sweep(capsys, "finetune", "--dry-run", "--runs-root", "/nonexistent")
+    assert code == 2 and "needs --pretrained PATH" in out.err
+    weights = tmp_path / "vit.pth"
+    code, out = run_sweep(capsys, "finetune", "--dry-run", "--runs-root", "/nonexistent", "--pretrained", str(weights),
+                          "--datasets", "CIFAR10", "--seeds", "0")
+    assert code == 0, out.err
+    lines = out.out.splitlines()
+    assert len(lines) == 3
+    assert all(f"--pretrained {weights}" in line and "--optimizer adamw --lr 1e-4" in line for line in lines)

@@ -31,7 +31,7 @@ from training.settings import (FIXED, KEPT, PER_CALL, MinimizerFlags, PackageMis
 
 # config.json entries that are records of the run, not settings.
 RECORD_KEYS = {"versions", "git_commit", "command", "resume_commands", "ignored_flags", "world_size",
-               "task_classes", "epochs"}
+               "task_classes", "epochs", "num_classes"}
 # Entries older config.json files have that are no longer settings (the minimizer flags before they were
 # resolved into minimizer_hparams, and --resume itself): read and ignored.
 LEGACY_KEYS = {f.name for f in dataclasses.fields(MinimizerFlags)} | {"resume"}

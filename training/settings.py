@@ -359,8 +359,8 @@ def check_minimizer_hparams(minimizer, hparams):
 @dataclass(frozen=True)
 class CommonSettings:
     """Settings of every training entry point. A subclass redeclares a field to change its default."""
-    data_dir: str = setting("./data", Text(), "folder holding (or receiving) the CIFAR 'python version' folders",
-                            resume=KEPT)
+    data_dir: str = setting("./data", Text(), "folder holding (or receiving) the CIFAR 'python version' folders; "
+                                               "ImageNet: the folder holding train/ and val/", resume=KEPT)
     download: bool = setting(True, Boolean(), "download CIFAR-10/100 when missing (default); --no-download fails "
                                               "with instructions instead", resume=PER_CALL, flag="switch",
                              default_text="")
@@ -488,7 +488,12 @@ class CifarSettings(CommonSettings):
     sync_bn: bool = setting(False, Boolean(), "torchrun runs on CUDA: SyncBatchNorm, BatchNorm statistics over "
                                               "the global batch (default: per-process statistics)",
                             flag="store_true", default_text="")
-    train_subset: int = setting(None, Optional(IMAGES), "train on the first N training images only (quick runs)")
+    train_subset: int = setting(None, Optional(IMAGES), "train on the first N training images only (quick runs; "
+                                                        "ImageNet: N images drawn once with a fixed seed)")
+    workers: int = setting(None, Optional(Integer(0, 1024)),
+                           "ImageNet: DataLoader worker processes reading the images (default: the cores available, "
+                           "at most 16, minus one; 0: read in the training process). Changes speed only",
+                           resume=PER_CALL, default_text="")
     eval_every: int = setting(1, EPOCHS, "evaluate on the test set every N epochs and after the last one (1: every "
                                          "epoch, as the authors); training is the same either way, only the test "
                                          "columns of the other epochs stay empty", resume=KEPT)
@@ -508,6 +513,13 @@ class CifarSettings(CommonSettings):
             if not peak <= MAX_REAL:
                 raise UsageError(f"--lr {self.lr:g} x --gamma {self.gamma:g} ^ {len(self.milestones)} milestones "
                                  f"reaches {peak:g}, above the bound {MAX_REAL:g} of a learning rate")
+        if self.workers is not None and not data.is_image_folder(self.dataset):
+            raise UsageError(f"--workers is for ImageNet (image files read by workers); {self.dataset} is held on the "
+                             f"device whole, leave --workers out")
+        if data.is_image_folder(self.dataset) and models.input_size(self.model) not in (None, data.folder.CROP_SIZE):
+            raise UsageError(f"--model {self.model} takes {models.input_size(self.model)} x "
+                             f"{models.input_size(self.model)} images, {self.dataset} gives {data.folder.CROP_SIZE} x "
+                             f"{data.folder.CROP_SIZE}; use a model for 224 px inputs (e.g. imagenet_resnet50)")
         if self.sync_bn and self.device != "cuda":
             raise UsageError(f"--sync_bn needs --device cuda (torch's SyncBatchNorm runs on GPUs only), got "
                              f"--device {self.device}")

@@ -225,7 +225,11 @@ def training_subset(dataset, images, seed, batch_size, channels_last):
     count = dataset.train_labels.shape[0]
     if images > count:
         raise UsageError(f"--images {images}: the run trained on {count} images")
-    index = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:images].to(dataset.train_labels.device)
+    index = torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:images]
+    if isinstance(dataset, data.FolderDataset):  # ImageNet: the files, with the evaluation transform
+        chunks = [index[i:i + batch_size].tolist() for i in range(0, images, batch_size)]
+        return list(data.folder_train_images(dataset, chunks, channels_last))
+    index = index.to(dataset.train_labels.device)
     inputs = data.normalize(dataset.train_images[index], dataset.mean, dataset.std)
     if channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)

@@ -79,7 +79,8 @@ def load_run(run_dir, device, channels_last=False, include_incomplete=False):
         raise UsageError(str(exc)) from None
     # The run's settings, checked as a resumed run checks them, and its base optimizer and minimizer as it built them.
     settings = lifecycle.settings_from_config(CifarSettings, config, config_path)
-    num_classes = data.DATASETS[settings.dataset]["num_classes"]
+    # Recorded since ImageNet (its classes are folders); older CIFAR runs: the dataset's.
+    num_classes = config.get("num_classes") or data.DATASETS[settings.dataset]["num_classes"]
     model = models.create_model(settings.model, num_classes).to(device)
     minimizer = lifecycle.build_minimizer(settings, model)
     try:

@@ -8,6 +8,8 @@ its runs use (Run.entry), which must take --out, --resume and --device.
 Minimizer hyperparameters a minimizer does not take are dropped using minimizers.hparams(), so a
 grid may offer k/alpha/rho to every minimizer. Run names come from training.records.run_name.
 """
+import argparse
+import os
 from dataclasses import dataclass
 
 import data
@@ -282,3 +284,51 @@ register(Grid(
         Option("minimizers", ["SGD", "SAM", "Lookbehind_SAM"],
                "minimizers (SGD: the plain AdamW step)", nargs="+"),
     ), vit))
+
+
+# ------------------------------------------------------------------------- ImageNet and fine-tuning
+
+# Our reading of the ImageNet protocol (docs/imagenet.md): the field's standard ResNet recipe (torchvision's
+# reference: SGD lr 0.1 for batch 256, momentum 0.9, weight decay 1e-4, lr x 0.1 every 30 of 90 epochs).
+IMAGENET_RECIPE = ("--batch_size", "256", "--lr", "0.1", "--weight_decay", "1e-4", "--schedule", "multistep",
+                   "--milestones", "30", "60")
+# Our fine-tuning recipe (docs/vit.md): AdamW, cosine with a 1-epoch warm-up, label smoothing, batch 128.
+FINETUNE_RECIPE = ("--optimizer", "adamw", "--lr", "1e-4", "--weight_decay", "0.05", "--schedule", "cosine",
+                   "--warmup_epochs", "1", "--label_smoothing", "0.1", "--batch_size", "128")
+
+
+def imagenet(opts):
+    """ImageNet x model x minimizer x seed from scratch, every run with IMAGENET_RECIPE (the sweep's --data-dir
+    is the folder holding train/ and val/)."""
+    opts = argparse.Namespace(**vars(opts), datasets=["ImageNet"], pairs=None)
+    return [Run(run.name, run.args + IMAGENET_RECIPE) for run in generalization(opts)]
+
+
+def finetune(opts):
+    """dataset x pretrained model x minimizer x seed, every run from --pretrained with FINETUNE_RECIPE."""
+    if not opts.pretrained:
+        raise UsageError("the finetune grid needs --pretrained PATH, the pretrained weights file of --models "
+                         "(docs/vit.md says how to save one)")
+    weights = ("--pretrained", os.path.abspath(opts.pretrained))
+    return [Run(run.name, run.args + FINETUNE_RECIPE + weights) for run in generalization(opts)]
+
+
+register(Grid(
+    "imagenet", "model x minimizer x seed on ImageNet from scratch (docs/imagenet.md); --data-dir: the folder "
+                "holding train/ and val/",
+    tuple(option for option in COMMON_OPTIONS if option.name not in ("datasets", "pairs", "epochs", "seeds")) +
+    STEP_OPTIONS + (
+        Option("models", ["imagenet_resnet50"], "models", nargs="+"),
+        Option("minimizers", ["SGD", "SAM", "Lookbehind_SAM"], "minimizers", nargs="+"),
+        Option("seeds", ["0"], "seeds", type=int, nargs="+"),
+        Option("epochs", 90, "epochs of every run", type=int),
+    ), imagenet))
+register(Grid(
+    "finetune", "dataset x pretrained model x minimizer x seed, fine-tuned from --pretrained (docs/vit.md)",
+    tuple(option for option in COMMON_OPTIONS if option.name not in ("models", "epochs")) + STEP_OPTIONS + (
+        Option("models", ["vit_small_patch16_224"], "models (all of the architecture --pretrained holds)",
+               nargs="+"),
+        Option("minimizers", ["SGD", "SAM", "Lookbehind_SAM"], "minimizers (SGD: the plain AdamW step)", nargs="+"),
+        Option("epochs", 10, "epochs of every run", type=int),
+        Option("pretrained", None, "the pretrained weights file every run starts from"),
+    ), finetune))
