@@ -106,6 +106,7 @@ def test_end_to_end_records(straight_run):
     summary = read_json(os.path.join(out, "summary.json"))
     assert summary["status"] == "completed" and summary["epochs_completed"] == 2
     assert summary["final_test_acc"] == float(rows[-1]["test_acc"])
+    assert summary["final_train_acc"] == float(rows[-1]["train_acc"])
     assert summary["best_test_acc"] == max(float(r["test_acc"]) for r in rows)
     assert summary["wall_seconds"] > 0
     assert (summary["dataset"], summary["model"], summary["minimizer"], summary["k"], summary["seed"]) == \

@@ -100,6 +100,7 @@ def test_collect_values(synthetic, tmp_path, capsys):
     row = runs[runs["run_name"] == "a_lb_s1"].iloc[0]
     assert (row["final_test_acc"], row["best_test_acc"], row["best_epoch"]) == (95, 96, 2)
     assert row["sweep"] == "gen" and row["wall_seconds"] == 11.0
+    assert row["final_train_acc"] == 90  # summaries without it: the last epoch of metrics.csv
     assert "device" in runs.columns  # settings are kept in runs.csv ...
 
     g = pd.read_csv(out / "grouped.csv")

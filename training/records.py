@@ -360,6 +360,7 @@ def summary_record(status, config, rows, wall_seconds, extra=None):
         "best_test_acc": best["test_acc"] if best else None,
         "best_epoch": best["epoch"] if best else None,
         "final_train_loss": rows[-1]["train_loss"] if rows else None,
+        "final_train_acc": rows[-1].get("train_acc") if rows else None,
         "final_test_loss": rows[-1]["test_loss"] if rows else None,
         "wall_seconds": round(wall_seconds, 3),
     }

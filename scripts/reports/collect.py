@@ -11,7 +11,7 @@ results/<sweep>/, sweep = name of the first root):
 
   runs.csv     one row per run: every setting from config.json, status (completed | diverged | failed |
                crashed | interrupted | running | incomplete | invalid), exit_code, epochs_completed,
-               final_test_acc, best_test_acc, best_epoch, final_train_loss, wall_seconds, run_dir, problem.
+               final_test_acc, best_test_acc, best_epoch, final_train_loss, final_train_acc, wall_seconds, run_dir, problem.
   grouped.csv  one row per setting (all settings but the seed): n_runs, n_completed, n_diverged,
                n_running (running or incomplete), n_failed (crashed, interrupted, invalid), seeds, and for final_test_acc, best_test_acc
                and wall_seconds the mean, std (sample std, ddof=1; empty for n=1) and n over the
@@ -51,7 +51,7 @@ NON_SETTING_KEYS = {
     "task_seed",  # continual runs: the class split follows --seed unless fixed; a seed, not a setting
 }
 SUMMARY_FIELDS = ["epochs_completed", "final_test_acc", "best_test_acc", "best_epoch",
-                  "final_train_loss", "wall_seconds"]
+                  "final_train_loss", "final_train_acc", "wall_seconds"]
 STAT_FIELDS = ["final_test_acc", "best_test_acc", "wall_seconds"]
 # Continual runs' summaries add A, F, LA: collected (and averaged over seeds) when present.
 OPTIONAL_SUMMARY_FIELDS = list(CONTINUAL_METRICS) + ["tasks_completed"]
@@ -186,8 +186,9 @@ def collect_run(run_dir, sweep, tsv_cache):
         if row.get("best_test_acc") is None and acc.notna().any():
             row["best_test_acc"] = float(acc.max())
             row["best_epoch"] = int(metrics.loc[acc.idxmax(), "epoch"])
-        if row.get("final_train_loss") is None and "train_loss" in metrics.columns:
-            row["final_train_loss"] = float(pd.to_numeric(metrics["train_loss"], errors="coerce").iloc[-1])
+        for key in ("train_loss", "train_acc"):  # summaries before final_train_acc existed, crashed runs
+            if row.get(f"final_{key}") is None and key in metrics.columns:
+                row[f"final_{key}"] = float(pd.to_numeric(metrics[key], errors="coerce").iloc[-1])
 
     # Status: the records module's one rule (a held lock = being trained now).
     s_status = (summary or {}).get("status")

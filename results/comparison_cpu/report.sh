@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The comparison's paired statistics (final test accuracy; every seed that has both runs of a pair):
+#   bash results/comparison_cpu/report.sh SETTING
+set -eu
+dir="results/comparison_cpu/comparison_cpu_$1"
+LB=Lookbehind_SAM_rho0.05_k2_alpha-1
+python -m scripts.reports.paired "$dir/runs.csv" --out "$dir/paired_accuracy.md" \
+    --pair SAM_rho0.05:SGD --pair ASAM_rho0.5:SGD \
+    --pair "$LB:SAM_rho0.05" --pair Lookbehind_ASAM_rho0.5_k2_alpha-1:ASAM_rho0.5 \
+    --pair "$LB:Multistep_SAM_rho0.05_k2" --pair "$LB:Lookahead_SAM_rho0.05_k5_alpha0.5" \
+    --pair Lookbehind_SAM_rho0.05_k2_alpha0.5:SAM_rho0.05
+for metric in final_train_acc; do   # the control's fit criterion, per run
+    python -m scripts.reports.paired "$dir/runs.csv" --metric "$metric" --out "$dir/paired_$metric.md" \
+        --pair SAM_rho0.05:SGD --pair "$LB:SAM_rho0.05"
+done
