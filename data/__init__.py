@@ -119,10 +119,12 @@ def num_classes(name, data_dir):
 
 
 def default_workers():
-    """DataLoader workers of a folder dataset when --workers is not given: every core this process may use,
-    at most 16 (a DataLoader's usual ceiling per GPU), one left for the training process."""
+    """DataLoader workers of a folder dataset when --workers is not given: this process's share of the cores
+    it may use (torchrun's LOCAL_WORLD_SIZE processes share them), one left for the training process, at
+    most 16 (a DataLoader's usual ceiling per GPU)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(16, cores - 1))
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(16, cores // local_processes - 1))
 
 
 def available_datasets():

@@ -262,3 +262,13 @@ def test_analyses_read_an_imagenet_run(image_folder, tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert sharp.returncode == 0, sharp.stderr
     assert os.path.getsize(tmp_path / "sharp.csv") > 0
+
+
+def test_default_workers_share_the_cores_between_torchrun_processes(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(32)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert data.default_workers() == 16
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert data.default_workers() == 7
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert data.default_workers() == 0

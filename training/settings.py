@@ -491,8 +491,9 @@ class CifarSettings(CommonSettings):
     train_subset: int = setting(None, Optional(IMAGES), "train on the first N training images only (quick runs; "
                                                         "ImageNet: N images drawn once with a fixed seed)")
     workers: int = setting(None, Optional(Integer(0, 1024)),
-                           "ImageNet: DataLoader worker processes reading the images (default: the cores available, "
-                           "at most 16, minus one; 0: read in the training process). Changes speed only",
+                           "ImageNet: DataLoader worker processes reading the images (default: this process's share of "
+                           "the cores available minus one, at most 16; 0: read in the training process). Changes "
+                           "speed only",
                            resume=PER_CALL, default_text="")
     eval_every: int = setting(1, EPOCHS, "evaluate on the test set every N epochs and after the last one (1: every "
                                          "epoch, as the authors); training is the same either way, only the test "
