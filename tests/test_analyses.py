@@ -315,3 +315,14 @@ def test_alpha_figure(trained_runs, tmp_path, capsys):
     assert os.path.getsize(tmp_path / "res" / "figures" / "alpha_CIFAR10_sample_resnet8.png") > 10_000
     assert figures.main(["alpha", str(tmp_path / "res"), "--formats", "png", "--where", "minimizer=SGD"]) == 2
     capsys.readouterr()
+
+
+def test_run_labels_keep_lookbehind_settings_apart():
+    from scripts.analyses.trained import run_label
+    lookbehind = {"minimizer": "Lookbehind_SAM", "minimizer_hparams": {"rho": 0.05, "k": 2, "alpha": -1}}
+    assert run_label(lookbehind) == "Lookbehind-SAM"
+    assert run_label({**lookbehind, "minimizer_hparams": {"k": 2, "alpha": 0.5}}) == "Lookbehind-SAM alpha=0.5"
+    assert run_label({"minimizer": "Lookbehind_ASAM", "minimizer_hparams": {"k": 5, "alpha": -1,
+                                                                            "minibatch_switching": True}}) == \
+        "Lookbehind-ASAM k=5 + switching"
+    assert run_label({"minimizer": "SAM", "minimizer_hparams": {"rho": 0.05}}) == "SAM"

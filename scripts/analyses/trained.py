@@ -38,10 +38,21 @@ class TrainedRun:
     status: str                 # records.STATUS_COMPLETED unless include_incomplete let another through
 
 
+# Lookbehind's settings in the paper's headline runs (k = 2, adaptive alpha): other values go into the label.
+PAPER_LOOKBEHIND = {"k": 2, "alpha": -1}
+
+
 def run_label(config):
-    """'Lookbehind-SAM', 'Lookbehind-SAM + switching', ... from a run's config.json."""
+    """'Lookbehind-SAM', 'Lookbehind-SAM alpha=0.5', 'Lookbehind-SAM k=5 + switching', ... from a run's
+    config.json: a Lookbehind run whose k or alpha is not the paper's (2, adaptive) says which, so that the
+    analyses of a study with several of them keep them apart."""
     label = display_minimizer(config.get("minimizer"))
-    if (config.get("minimizer_hparams") or {}).get("minibatch_switching"):
+    hparams = config.get("minimizer_hparams") or {}
+    if str(config.get("minimizer", "")).startswith("Lookbehind"):
+        for key, paper in PAPER_LOOKBEHIND.items():
+            if key in hparams and float(hparams[key]) != paper:
+                label += f" {key}={float(hparams[key]):g}"
+    if hparams.get("minibatch_switching"):
         label += " + switching"
     return label
 
