@@ -83,3 +83,12 @@ def test_same_seed_same_weights():
     torch.manual_seed(5)
     b = models.create_model("resnet20")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_imagenet_resnets_are_torchvisions_with_the_published_counts():
+    """25.56M (ResNet-50) and 11.69M (ResNet-18) parameters with 1,000 classes, as published; 224 px in."""
+    assert count(models.create_model("imagenet_resnet50", 1000)) == 25_557_032
+    assert count(models.create_model("imagenet_resnet18", 1000)) == 11_689_512
+    model = models.create_model("imagenet_resnet18", 7).eval()
+    assert model(torch.randn(1, 3, 224, 224)).shape == (1, 7)
+    assert isinstance(model.maxpool, nn.MaxPool2d) and model.conv1.kernel_size == (7, 7)
