@@ -193,8 +193,16 @@ def batches(files, labels, index_batches, augment, seed, epoch, workers, pin_mem
     (0: in this process), in order. Raises FolderError naming an unreadable file."""
     loader = torch.utils.data.DataLoader(
         ImageFiles(files, labels, augment, seed, epoch), batch_sampler=index_batches, num_workers=workers,
-        collate_fn=collate, pin_memory=pin_memory, prefetch_factor=4 if workers else None)
-    for batch in loader:
-        if isinstance(batch, UnreadableBatch):
-            raise FolderError(batch.message)
-        yield batch
+        collate_fn=collate, pin_memory=pin_memory)
+    try:
+        for batch in loader:
+            if isinstance(batch, UnreadableBatch):
+                raise FolderError(batch.message)
+            yield batch
+    except RuntimeError as exc:
+        if "DataLoader worker" not in str(exc):
+            raise
+        # Typically a bus error: the workers hand batches over in shared memory (/dev/shm), which containers
+        # often keep small.
+        raise FolderError(f"a loader worker died ({str(exc).splitlines()[0]}); if /dev/shm is small (containers), "
+                          f"enlarge it (docker --shm-size) or use fewer --workers (0: no worker processes)") from None

@@ -272,3 +272,15 @@ def test_default_workers_share_the_cores_between_torchrun_processes(monkeypatch)
     assert data.default_workers() == 7
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert data.default_workers() == 0
+
+
+def test_a_dying_worker_is_one_line_with_advice(image_folder, monkeypatch):
+    """A worker killed mid-epoch (what a full /dev/shm does) is a DataError saying what to change."""
+    dataset = data.load_dataset("ImageNet", image_folder, "cpu", workers=1)
+
+    def die(self, index):
+        os.kill(os.getpid(), 9)
+
+    monkeypatch.setattr(folder.ImageFiles, "__getitem__", die)
+    with pytest.raises(data.DataError, match=r"a loader worker died .*fewer --workers"):
+        epoch_batches(dataset, seed=0, epoch=1)
