@@ -140,6 +140,7 @@ def test_collect_records_run_dirs_below_the_working_directory_relative(synthetic
     runs = pd.read_csv(os.path.join("res", "runs.csv"))
     assert sorted(runs["run_dir"])[0] == os.path.join(synthetic.name, "a_lb_s0")
     assert not any(os.path.isabs(path) for path in runs["run_dir"])
+    assert sorted(runs["out"].dropna())[0] == os.path.join(synthetic.name, "a_lb_s0")  # path settings too
 
 
 def test_collect_single_seed_std_empty_and_errors(tmp_path, capsys):

@@ -64,9 +64,13 @@ REPORTED_STATUSES = (records.STATUS_CRASHED, records.STATUS_INTERRUPTED, records
                      records.STATUS_INVALID)
 
 
+# Settings that are paths on the machine that trained: recorded like run_dir (shown_path).
+PATH_SETTINGS = ("out", "data_dir", "pretrained")
+
+
 def shown_path(path):
-    """A run directory as the CSVs record it: relative to the working directory when it lies below it
-    (committed results then name no machine's paths), else absolute."""
+    """A run directory (or a path setting) as the CSVs record it: relative to the working directory when it
+    lies below it (committed results then name no machine's paths), else absolute."""
     absolute = os.path.abspath(path)
     relative = os.path.relpath(absolute)
     return absolute if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
@@ -145,7 +149,9 @@ def collect_run(run_dir, sweep, tsv_cache):
         for key, value in config.items():
             if key in ("sweep", "run_name", "run_dir") or key in NON_SETTING_KEYS and not scalar(value):
                 continue
-            if scalar(value):
+            if key in PATH_SETTINGS and isinstance(value, str) and value:
+                row[key] = shown_path(value)  # relative where it lies below the working directory
+            elif scalar(value):
                 row[key] = value
             elif isinstance(value, list) and all(scalar(v) for v in value):
                 row[key] = json.dumps(value)  # e.g. milestones: a setting, kept as "[50, 100, 150]"
