@@ -52,7 +52,7 @@ NON_SETTING_KEYS = {
 }
 SUMMARY_FIELDS = ["epochs_completed", "final_test_acc", "best_test_acc", "best_epoch",
                   "final_train_loss", "final_train_acc", "wall_seconds"]
-STAT_FIELDS = ["final_test_acc", "best_test_acc", "wall_seconds"]
+STAT_FIELDS = ["final_test_acc", "best_test_acc", "final_train_acc", "wall_seconds"]
 # Continual runs' summaries add A, F, LA: collected (and averaged over seeds) when present.
 OPTIONAL_SUMMARY_FIELDS = list(CONTINUAL_METRICS) + ["tasks_completed"]
 # Settings listed first (in this order) in the CSVs; others follow alphabetically.
