@@ -32,10 +32,13 @@ common=(--name "$name" --runs-root "$runs_dir" --results-root results/comparison
         --rho-sam "$RHO_SAM" --rho-asam "$RHO_ASAM" --lb-k 2 --ms-k 2 --la-k 5 --la-alpha 0.5)
 train=(--train_subset "$IMAGES" --no-augment --schedule cosine --precision bf16 --eval_every "$EPOCHS" --no-download)
 for seed in 0 1 2 3 4; do
-    python -m scripts.launch.sweep generalization "${common[@]}" --seeds "$seed" --lb-alpha -1 \
+    # Lookbehind-SAM with alpha = 0.5 needs its own grid call (one --lb-alpha per call): it runs beside the
+    # seed's other seven runs, so that no core waits for it at the end of the seed; one collect at the end.
+    python -m scripts.launch.sweep generalization "${common[@]}" --seeds "$seed" --lb-alpha 0.5 --no-collect \
+        --workers 1 --minimizers Lookbehind_SAM -- "${train[@]}" &
+    python -m scripts.launch.sweep generalization "${common[@]}" --seeds "$seed" --lb-alpha -1 --no-collect \
         --minimizers SGD SAM ASAM Multistep_SAM Lookahead_SAM Lookbehind_SAM Lookbehind_ASAM -- "${train[@]}"
-    # Lookbehind-SAM with alpha = 0.5 (its own grid call: one --lb-alpha per call), the same seed
-    python -m scripts.launch.sweep generalization "${common[@]}" --seeds "$seed" --lb-alpha 0.5 \
-        --minimizers Lookbehind_SAM -- "${train[@]}"
+    wait
 done
+python -m scripts.reports.collect "$runs_dir/$name" --out "results/comparison_cpu/$name" --quiet
 bash results/comparison_cpu/report.sh "$setting"
