@@ -328,8 +328,7 @@ def epoch_randomness(num_images, seed, epoch):
     Seeding from (seed, epoch) instead of carrying a generator makes a resumed run identical
     to an uninterrupted one, and drawing on the CPU makes the stream device-independent.
     """
-    generator_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    generator = torch.Generator().manual_seed(generator_seed)
+    generator = folder.keyed_generator(seed, epoch)
     permutation = torch.randperm(num_images, generator=generator)
     offsets = torch.randint(0, 2 * PADDING + 1, (num_images, 2), generator=generator)
     flips = torch.rand(num_images, generator=generator) < 0.5
@@ -340,6 +339,15 @@ def shard_bounds(count, rank, world_size):
     """[begin, end) of rank's contiguous share of `count` items split over world_size ranks as evenly
     as possible (sizes differ by at most one)."""
     return count * rank // world_size, count * (rank + 1) // world_size
+
+
+def _shard_spans(count, batch_size, rank, world_size):
+    """(first, end, images in the global batch) of rank's contiguous share of each kept global batch, as
+    positions in the epoch's permutation: one rule for the CIFAR and the folder data paths."""
+    for start in _kept_batches(count, batch_size, world_size):
+        batch_images = min(batch_size, count - start)
+        begin, end = shard_bounds(batch_images, rank, world_size)
+        yield start + begin, start + end, batch_images
 
 
 def _kept_batches(count, batch_size, world_size):
@@ -368,10 +376,8 @@ def train_shards(dataset, batch_size, seed, epoch, channels_last=False, rank=0, 
     count = dataset.train_images.shape[0]
     permutation, offsets, flips = (t.to(device, non_blocking=True)
                                    for t in epoch_randomness(count, seed, epoch))
-    for start in _kept_batches(count, batch_size, world_size):
-        batch_images = min(batch_size, count - start)
-        begin, end = shard_bounds(batch_images, rank, world_size)
-        index = permutation[start + begin:start + end]
+    for first, end, batch_images in _shard_spans(count, batch_size, rank, world_size):
+        index = permutation[first:end]
         images = dataset.train_images[index]
         if augment:
             images = augment_batch(images, offsets[index], flips[index])
@@ -384,21 +390,15 @@ def train_shards(dataset, batch_size, seed, epoch, channels_last=False, rank=0, 
 def epoch_permutation(num_images, seed, epoch):
     """The data order of one epoch of a folder dataset: a function of (seed, epoch) only (the crops and flips
     are drawn per image, data/folder.py)."""
-    generator_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.randperm(num_images, generator=torch.Generator().manual_seed(generator_seed))
+    return torch.randperm(num_images, generator=folder.keyed_generator(seed, epoch))
 
 
 def shard_index_batches(permutation, batch_size, rank, world_size):
     """(rank's indices of each global batch, images in that global batch): the epoch's global batches cut
     into contiguous shards, as train_shards does for CIFAR (a DistributedSampler that keeps the batches of
     one process, so torchrun changes nothing but the speed)."""
-    count = permutation.shape[0]
-    out = []
-    for start in _kept_batches(count, batch_size, world_size):
-        batch_images = min(batch_size, count - start)
-        begin, end = shard_bounds(batch_images, rank, world_size)
-        out.append((permutation[start + begin:start + end].tolist(), batch_images))
-    return out
+    return [(permutation[first:end].tolist(), batch_images)
+            for first, end, batch_images in _shard_spans(permutation.shape[0], batch_size, rank, world_size)]
 
 
 def _folder_train_shards(dataset, batch_size, seed, epoch, channels_last, rank, world_size, augment):

@@ -96,10 +96,16 @@ def subset(files, labels, count):
 
 # ----------------------------------------------------------------------------- transforms
 
+def keyed_generator(*keys):
+    """A CPU torch.Generator seeded from integer keys alone (e.g. seed, epoch[, image index]): what makes an
+    epoch's data the same on resume, on any device and with any number of workers or processes."""
+    state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state >> 1))
+
+
 def sample_generator(seed, epoch, index):
     """The generator of one image's crop and flip in one epoch: a function of (seed, epoch, index) only."""
-    state = np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state >> 1))
+    return keyed_generator(seed, epoch, index)
 
 
 def random_resized_crop_params(height, width, generator, scale=SCALE, ratio=RATIO):
