@@ -1,25 +1,54 @@
 #!/usr/bin/env bash
-# The sensitivity studies in the positive control's setting (issue 18, part 2): Lookbehind-SAM's k x alpha
-# heatmap (k in {2, 5}, alpha in {0.2, 0.5, 0.8, adaptive}) with SAM as the baseline, and a rho sweep of SAM
-# and Lookbehind-SAM (k = 2, adaptive alpha), at 2 seeds, through the sweep (resumable).
+# The sensitivity studies in the comparison's setting (issue 18, part 2): Lookbehind-SAM's k x alpha heatmap
+# (k in {2, 5}, alpha in {0.2, 0.5, 0.8, adaptive}) with SAM as the baseline, and a rho sweep of SAM and
+# Lookbehind-SAM (k = 2, adaptive alpha), rho in {0.02, 0.05, 0.1, 0.2}, at seeds 0 and 1, through the sweep
+# (resumable: rerun the same command).
 #
-#   bash results/comparison_cpu/run_sensitivity.sh DATA_DIR RUNS_DIR kalpha|rho
+#   bash results/comparison_cpu/run_sensitivity.sh DATA_DIR RUNS_DIR kalpha|rho [SETTING]
 #
-# Cost, from the positive control's SGD run of this setting (about 6.3 core-minutes without evaluation on an idle
-# core): kalpha about 76 SGD-run units = 8 core-hours (4 hours on 2 cores); rho about 40 units (2 hours on 2 cores).
+# SETTING (settings.sh): r8_5k_noaug_e30 (default). Cells the comparison (run_study.sh) has already run at these
+# seeds -- SAM and Lookbehind-SAM (k 2, alpha adaptive / 0.5) at rho 0.05 -- are copied from
+# RUNS_DIR/comparison_cpu_SETTING when their command is the one this sweep would run (apart from --out): training
+# on CPU is deterministic, so rerunning them would give the same numbers. Cost in r8_5k_noaug_e30 on this 2-core
+# machine (k + 1 forward-backward passes per Lookbehind step, 2 per SAM step, about 2.7 core-minutes per pass-epoch
+# set, i.e. per SGD run): kalpha 60 SGD-run units without the copied cells (about 85 minutes on 2 cores),
+# rho 30 units (about 45 minutes).
 set -eu
-data_dir="$1"; runs_dir="$2"; study="$3"
-MODEL=resnet20; IMAGES=5000; EPOCHS=40; RHO_SAM=0.05   # SETTING: r20_5k_noaug_e40 (results/positive_control)
-export OMP_NUM_THREADS=1
-common=(--runs-root "$runs_dir" --results-root results --data-dir "$data_dir" --executor local --workers 2
-        --device cpu --pairs "CIFAR10:$MODEL" --epochs "$EPOCHS" --seeds 0 1)
-train=(--train_subset "$IMAGES" --no-augment --schedule cosine --precision bf16 --eval_every "$EPOCHS" --no-download)
+data_dir="$1"; runs_dir="$2"; study="$3"; SETTING="${4:-r8_5k_noaug_e30}"
+source "$(dirname "$0")/settings.sh"
+common=(--runs-root "$runs_dir" --results-root results/comparison_cpu --data-dir "$data_dir" --executor local
+        --workers 2 --device cpu --pairs "CIFAR10:$MODEL" --epochs "$EPOCHS" --seeds 0 1)
 case "$study" in
-    kalpha) python -m scripts.launch.sweep kalpha --name kalpha_control "${common[@]}" --rho-sam "$RHO_SAM" \
-                --minimizers Lookbehind_SAM --k-values 2 5 --alphas 0.2 0.5 0.8 -1 --baselines SAM -- "${train[@]}"
-            python -m scripts.reports.figures kalpha results/kalpha_control --formats png ;;
-    rho)    python -m scripts.launch.sweep rho --name rho_control "${common[@]}" --lb-k 2 --lb-alpha -1 \
-                --minimizers SAM Lookbehind_SAM --rhos-sam 0.02 0.05 0.1 0.2 -- "${train[@]}"
-            python -m scripts.reports.figures rho results/rho_control --formats png ;;
+    kalpha) grid=(kalpha --name "kalpha_$SETTING" "${common[@]}" --rho-sam "$RHO_SAM" --minimizers Lookbehind_SAM
+                  --k-values 2 5 --alphas 0.2 0.5 0.8 -1 --baselines SAM) ;;
+    rho)    grid=(rho --name "rho_$SETTING" "${common[@]}" --lb-k 2 --lb-alpha -1 --minimizers SAM Lookbehind_SAM
+                  --rhos-sam 0.02 0.05 0.1 0.2) ;;
     *) echo "error: the study is kalpha or rho, got $study" >&2; exit 2 ;;
 esac
+sweep_dir="$runs_dir/${study}_$SETTING"
+# The copy: every run the dry run plans that the comparison completed with the same command.
+plan="$(mktemp)"; trap 'rm -f "$plan"' EXIT
+python -m scripts.launch.sweep "${grid[@]}" --dry-run -- "${TRAIN[@]}" > "$plan"
+python - "$runs_dir/comparison_cpu_$SETTING" "$sweep_dir" "$plan" <<'PY'
+import json, os, re, shlex, shutil, sys
+source, target, plan = sys.argv[1:4]
+def without_out(command):
+    command = list(command[2:])                  # the interpreter and the script's path may differ
+    i = command.index("--out")
+    return command[:i] + command[i + 2:]
+for line in open(plan):
+    match = re.match(r"RUN +(\S+) \(new\): (.*)$", line.rstrip("\n"))
+    if not match:
+        continue
+    name, planned = match.group(1), shlex.split(match.group(2))
+    done = os.path.join(source, name)
+    try:
+        record = json.load(open(os.path.join(done, "sweep_status.json")))
+    except OSError:
+        continue
+    if record.get("status") == "completed" and without_out(record["command"]) == without_out(planned):
+        shutil.copytree(done, os.path.join(target, name))
+        print(f"copied from the comparison: {name}")
+PY
+python -m scripts.launch.sweep "${grid[@]}" -- "${TRAIN[@]}"
+python -m scripts.reports.figures "$study" "results/comparison_cpu/${study}_$SETTING" --formats png
