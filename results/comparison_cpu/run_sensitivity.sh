@@ -51,4 +51,14 @@ for line in open(plan):
         print(f"copied from the comparison: {name}")
 PY
 python -m scripts.launch.sweep "${grid[@]}" -- "${TRAIN[@]}"
-python -m scripts.reports.figures "$study" "results/comparison_cpu/${study}_$SETTING" --formats png
+out="results/comparison_cpu/${study}_$SETTING"
+python -m scripts.reports.figures "$study" "$out" --metric final --formats png
+# Each Lookbehind-SAM cell minus SAM at the same seed (final test accuracy): at every (k, alpha), SAM at rho 0.05;
+# at every rho, SAM at that rho.
+pairs=()
+case "$study" in
+    kalpha) for k in 2 5; do for alpha in 0.2 0.5 0.8 -1; do
+                pairs+=(--pair "Lookbehind_SAM_rho${RHO_SAM}_k${k}_alpha$alpha:SAM_rho$RHO_SAM"); done; done ;;
+    rho)    for rho in 0.02 0.05 0.1 0.2; do pairs+=(--pair "Lookbehind_SAM_rho${rho}_k2_alpha-1:SAM_rho$rho"); done ;;
+esac
+python -m scripts.reports.paired "$out/runs.csv" "${pairs[@]}" --out "$out/paired_accuracy.md"

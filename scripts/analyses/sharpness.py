@@ -273,37 +273,58 @@ def measure(model, batches, args, autocast, progress=None):
     return out
 
 
+def _strip(ax, values_by_label, labels):
+    """One column per minimizer: a dot per seed, a bar at the mean."""
+    for position, label in enumerate(labels):
+        values = values_by_label(label)
+        ax.scatter([position] * len(values), values, s=14)
+        if len(values):
+            ax.plot([position - 0.25, position + 0.25], [values.mean()] * 2, color="black", linewidth=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
+
+
 def plot(frame, path):
+    """One panel per ball (a line over the radii, or a strip of seeds where the ball has one radius) and one
+    for the top eigenvalue, where those were measured."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     labels = minimizer_order(list(frame["label"].unique()))
+    worst = frame[frame["measure"] == "worst_case_increase"]
     eig = frame[frame["measure"] == "top_eigenvalue"]
-    panels = [("l2", "ℓ2 ball (SAM's): radius r"), ("asam", "ASAM-normalised ball: radius r")]
-    fig, axes = plt.subplots(1, 3 if len(eig) else 2, figsize=(15 if len(eig) else 10.5, 4.2))
-    for ax, (ball, xlabel) in zip(axes, panels):
-        part = frame[(frame["measure"] == "worst_case_increase") & (frame["ball"] == ball)]
-        for label in labels:
-            stats = part[part["label"] == label].groupby("radius")["value"].agg(["mean", "std"]).fillna(0.0)
-            if stats.empty:
-                continue
-            line, = ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label)
-            ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
-                            color=line.get_color(), alpha=0.15)
-        ax.set(xlabel=xlabel, ylabel="max L(w + ε) − L(w)", title=f"worst-case loss increase ({ball})")
+    balls = [(ball, name) for ball, name in (("l2", "ℓ2 ball (SAM's)"), ("asam", "ASAM-normalised ball"))
+             if (worst["ball"] == ball).any()]
+    panels = len(balls) + bool(len(eig))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2), squeeze=False)
+    axes = list(axes[0])
+    for ax, (ball, name) in zip(axes, balls):
+        part = worst[worst["ball"] == ball]
+        radii = sorted(part["radius"].unique())
+        if len(radii) == 1:     # a line over one radius is a point: show the seeds instead
+            _strip(ax, lambda label: part[part["label"] == label]["value"], labels)
+            ax.set(ylabel="max L(w + ε) − L(w)", title=f"worst-case loss increase, {name}, r = {radii[0]:g}\n"
+                   "(dots: seeds, bar: mean)")
+        else:
+            for label in labels:
+                stats = part[part["label"] == label].groupby("radius")["value"].agg(["mean", "std"]).fillna(0.0)
+                if stats.empty:
+                    continue
+                line, = ax.plot(stats.index, stats["mean"], marker="o", markersize=3, label=label)
+                ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"],
+                                color=line.get_color(), alpha=0.15)
+            ax.set(xlabel=f"{name}: radius r", ylabel="max L(w + ε) − L(w)",
+                   title=f"worst-case loss increase, {name}\n(band: std over seeds)")
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     if len(eig):
-        ax = axes[2]
-        for position, label in enumerate(labels):
-            values = eig[eig["label"] == label]["value"]
-            ax.scatter([position] * len(values), values, s=14)
-            ax.plot([position - 0.25, position + 0.25], [values.mean()] * 2, color="black", linewidth=1)
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
-        ax.set(ylabel="top Hessian eigenvalue", title="top eigenvalue (dots: seeds, bar: mean)")
+        ax = axes[-1]
+        _strip(ax, lambda label: eig[eig["label"] == label]["value"], labels)
+        ax.set(ylabel="top Hessian eigenvalue", title="top eigenvalue\n(dots: seeds, bar: mean)")
         ax.grid(alpha=0.3)
-    fig.suptitle("Sharpness on a fixed training subset, BatchNorm in eval mode (band: std over seeds)", fontsize=10)
+    fig.suptitle("Sharpness on a fixed training subset, BatchNorm in eval mode", fontsize=10)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
