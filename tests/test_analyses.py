@@ -326,3 +326,27 @@ def test_run_labels_keep_lookbehind_settings_apart():
                                                                             "minibatch_switching": True}}) == \
         "Lookbehind-ASAM k=5 + switching"
     assert run_label({"minimizer": "SAM", "minimizer_hparams": {"rho": 0.05}}) == "SAM"
+
+
+def test_sharpness_figure_panels():
+    """A ball measured at several radii is a line over them; at one radius, a strip of seeds per minimizer
+    (a line through one point would show nothing); no eigenvalue, no eigenvalue panel; nothing, no figure."""
+    import pandas as pd
+    rows = []
+    for label, base in (("SGD", 1.0), ("SAM", 0.5)):
+        for seed in (0, 1, 2):
+            rows += [(label, seed, "worst_case_increase", "l2", 0.05, base + seed),
+                     (label, seed, "worst_case_increase", "l2", 0.1, 2 * base + seed),
+                     (label, seed, "worst_case_increase", "asam", 0.5, 3 * base + seed),
+                     (label, seed, "top_eigenvalue", "", 0.0, 100 * base + seed)]
+    frame = pd.DataFrame(rows, columns=["label", "seed", "measure", "ball", "radius", "value"])
+    fig = sharpness.draw(frame)
+    l2, asam, eig = fig.axes
+    assert "ℓ2" in l2.get_title() and len(l2.get_lines()) == 2                     # one line per minimizer
+    assert list(l2.get_lines()[0].get_xdata()) == [0.05, 0.1]
+    assert "r = 0.5" in asam.get_title() and [t.get_text() for t in asam.get_xticklabels()] == ["SGD", "SAM"]
+    sam_dots = asam.collections[1].get_offsets()[:, 1]
+    assert sorted(sam_dots) == [1.5, 2.5, 3.5] and asam.get_lines()[1].get_ydata()[0] == pytest.approx(2.5)
+    assert "eigenvalue" in eig.get_title()
+    assert len(sharpness.draw(frame[frame["measure"] != "top_eigenvalue"]).axes) == 2
+    assert sharpness.draw(frame[frame["measure"] == "loss"]) is None

@@ -283,9 +283,9 @@ def _strip(ax, values_by_label, labels):
     ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=7)
 
 
-def plot(frame, path):
-    """One panel per ball (a line over the radii, or a strip of seeds where the ball has one radius) and one
-    for the top eigenvalue, where those were measured."""
+def draw(frame):
+    """The figure (None where nothing was measured that it shows): one panel per ball (a line over the radii, or
+    a strip of seeds where the ball has one radius) and one for the top eigenvalue, where those were measured."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -297,7 +297,7 @@ def plot(frame, path):
              if (worst["ball"] == ball).any()]
     panels = len(balls) + bool(len(eig))
     if not panels:
-        return
+        return None
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.2), squeeze=False)
     axes = list(axes[0])
     for ax, (ball, name) in zip(axes, balls):
@@ -326,6 +326,16 @@ def plot(frame, path):
         ax.grid(alpha=0.3)
     fig.suptitle("Sharpness on a fixed training subset, BatchNorm in eval mode", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot(frame, path):
+    """draw(frame) as a PNG at path, written atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = draw(frame)
+    if fig is None:
+        return
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
