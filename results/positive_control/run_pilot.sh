@@ -19,6 +19,7 @@ case "$setting" in
     r20_5k_aug_e40)    flags=(--models resnet20 --epochs 40 -- --train_subset 5000) ;;
     r20_10k_noaug_e15) flags=(--models resnet20 --epochs 15 -- --train_subset 10000 --no-augment) ;;
     r8_5k_noaug_e60)   flags=(--models resnet8  --epochs 60 -- --train_subset 5000 --no-augment) ;;
+    r8_5k_noaug_e45)   flags=(--models resnet8  --epochs 45 -- --train_subset 5000 --no-augment) ;;
     r20_5k_noaug_e40)  flags=(--models resnet20 --epochs 40 -- --train_subset 5000 --no-augment) ;;
     r20_2500_noaug_e40) flags=(--models resnet20 --epochs 40 -- --train_subset 2500 --no-augment) ;;
     *) echo "error: unknown setting $setting" >&2; exit 2 ;;
